@@ -56,6 +56,8 @@ pub mod codes {
     pub const UNKNOWN_FIELD: Code = ("ISM0002", "UnknownField");
     pub const MESH_CONFIG_ERROR: Code = ("ISM0003", "MeshConfigError");
     pub const DUPLICATE_OBJECT: Code = ("ISM0004", "DuplicateObject");
+    /// A source kept an object's last good version because its document is now broken.
+    pub const KEPT_LAST_GOOD: Code = ("ISM0005", "KeptLastGoodVersion");
 }
 
 /// One finding about user input.

@@ -192,6 +192,23 @@ impl Protocol {
         })
     }
 
+    /// The name Istio uses, e.g. `HTTP`, `GRPC`, `TCP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Http2 => "HTTP2",
+            Protocol::Grpc => "GRPC",
+            Protocol::Https => "HTTPS",
+            Protocol::Tls => "TLS",
+            Protocol::Tcp => "TCP",
+            Protocol::Mongo => "MONGO",
+            Protocol::Redis => "REDIS",
+            Protocol::Mysql => "MYSQL",
+            Protocol::Udp => "UDP",
+            Protocol::Unsupported => "UNSUPPORTED",
+        }
+    }
+
     /// Whether the proxy handles this port with an HTTP connection manager.
     pub fn is_http(self) -> bool {
         matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc)

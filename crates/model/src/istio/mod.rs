@@ -21,6 +21,9 @@ pub mod validate;
 pub mod virtual_service;
 pub mod workload_entry;
 
+#[cfg(test)]
+mod testing;
+
 pub use destination_rule::DestinationRule;
 pub use gateway::Gateway;
 pub use peer_authentication::PeerAuthentication;
