@@ -90,13 +90,19 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Commands that print findings themselves log only errors unless RUST_LOG says otherwise.
+    let default_filter = match cli.command {
+        Command::Registry { .. } | Command::Analyze { .. } | Command::Bench { .. } => "error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -130,13 +136,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if mesh.is_none() && paths.is_empty() {
                 anyhow::bail!("nothing to analyze: name files or directories, or --mesh mesh.yaml");
             }
-            let findings =
+            let analysis =
                 isthmus_analyze::analyze(mesh.as_ref(), &paths).context("analysis failed")?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
-                Output::Table => print!("{}", isthmus_analyze::render(&findings)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&analysis)?),
+                Output::Table => print!("{}", isthmus_analyze::render(&analysis)),
             }
-            Ok(if findings.iter().any(|d| d.is_error()) {
+            // 79 is the exit status istioctl analyze uses when it finds errors.
+            Ok(if analysis.has_errors() {
                 ExitCode::from(79)
             } else {
                 ExitCode::SUCCESS

@@ -61,7 +61,17 @@ struct PodInfo {
     terminal: bool,
     /// Container ports by name, for named target ports.
     named_ports: ArcIntern<Vec<(Str, u16)>>,
+    /// `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`.
+    identity: Str,
+    /// The pod's own `topology.istio.io/network` label.
+    network_label: Option<NetworkId>,
+    /// The pod's own `istio-locality` label.
+    locality_label: Option<Locality>,
 }
+
+/// Label keys endpoints get, interned once.
+static KEY_CLUSTER: std::sync::LazyLock<Str> = std::sync::LazyLock::new(|| intern(LABEL_CLUSTER));
+static KEY_NETWORK: std::sync::LazyLock<Str> = std::sync::LazyLock::new(|| intern(LABEL_NETWORK));
 
 /// What the registry needs of an EndpointSlice.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,9 +99,23 @@ fn intern_labels(l: Option<&BTreeMap<String, String>>) -> Labels {
 }
 
 impl PodInfo {
-    fn new(p: &Pod) -> Self {
+    fn new(p: &Pod, ctx: &MeshContext) -> Self {
         let spec = p.spec.as_ref();
+        let labels = p.metadata.labels.as_ref();
+        let namespace = p.metadata.namespace.as_deref().unwrap_or_default();
+        let sa = spec
+            .and_then(|s| s.service_account_name.as_deref())
+            .unwrap_or("default");
         Self {
+            identity: intern(&spiffe_id(&ctx.trust_domain, namespace, sa)),
+            network_label: labels
+                .and_then(|l| l.get(LABEL_NETWORK))
+                .filter(|n| !n.is_empty())
+                .map(|n| NetworkId::new(n)),
+            locality_label: labels
+                .and_then(|l| l.get(LABEL_ISTIO_LOCALITY))
+                .filter(|l| !l.is_empty())
+                .map(|l| ArcIntern::new(LocalityParts::from_label(l))),
             name: intern(p.metadata.name.as_deref().unwrap_or_default()),
             namespace: intern(p.metadata.namespace.as_deref().unwrap_or_default()),
             labels: intern_labels(p.metadata.labels.as_ref()),
@@ -117,10 +141,6 @@ impl PodInfo {
                     .collect(),
             ),
         }
-    }
-
-    fn label(&self, k: &str) -> Option<&str> {
-        self.labels.get(&intern(k)).map(|v| &**v)
     }
 }
 
@@ -179,9 +199,9 @@ impl SliceInfo {
 }
 
 impl Entry {
-    fn new(o: &Arc<Object>) -> Self {
+    fn new(o: &Arc<Object>, ctx: &MeshContext) -> Self {
         match &**o {
-            Object::Pod(p) => Entry::Pod(Arc::new(PodInfo::new(p))),
+            Object::Pod(p) => Entry::Pod(Arc::new(PodInfo::new(p, ctx))),
             Object::EndpointSlice(s) => Entry::Slice(Arc::new(SliceInfo::new(s))),
             _ => Entry::Object(o.clone()),
         }
@@ -228,6 +248,8 @@ pub struct ClusterState {
     derived: HashMap<Hostname, Arc<ClusterService>>,
     /// The system namespace's `topology.istio.io/network` label.
     system_network: Option<NetworkId>,
+    /// Locality of each Node, from its topology labels.
+    node_localities: HashMap<Str, Locality>,
 }
 
 fn str_labels(o: &Object) -> Option<&BTreeMap<String, String>> {
@@ -260,6 +282,7 @@ impl ClusterState {
             unit_hosts: HashMap::new(),
             derived: HashMap::new(),
             system_network: None,
+            node_localities: HashMap::new(),
         }
     }
 
@@ -328,7 +351,7 @@ impl ClusterState {
     ) {
         let key = change.key();
         let new = match &change {
-            ObjectChange::Upsert(o) => Some(Entry::new(o)),
+            ObjectChange::Upsert(o) => Some(Entry::new(o, &self.ctx)),
             ObjectChange::Delete(_) => None,
         };
         let old = self.objects.get(&key).cloned();
@@ -411,6 +434,17 @@ impl ClusterState {
                             .insert(key.clone(), sel);
                     }
                 }
+                Object::Node(n) => {
+                    let l = n.metadata.labels.as_ref();
+                    let get = |k: &str| l.and_then(|l| l.get(k)).cloned().unwrap_or_default();
+                    let locality = LocalityParts {
+                        region: get(LABEL_REGION),
+                        zone: get(LABEL_ZONE),
+                        subzone: get(LABEL_SUBZONE),
+                    };
+                    self.node_localities
+                        .insert(key.name.clone(), ArcIntern::new(locality));
+                }
                 Object::Namespace(ns) if key.name.as_ref() == self.ctx.system_namespace => {
                     self.system_network = ns
                         .metadata
@@ -469,6 +503,9 @@ impl ClusterState {
                     if key.kind == Kind::ServiceEntry {
                         remove(&mut self.service_entries, key.namespace.clone(), &key.name);
                     }
+                }
+                Object::Node(_) => {
+                    self.node_localities.remove(&key.name);
                 }
                 Object::Namespace(_) if key.name.as_ref() == self.ctx.system_namespace => {
                     self.system_network = None;
@@ -809,19 +846,23 @@ impl ClusterState {
             Address::Ip(ip) => Some(*ip),
             Address::Dns(_) => None,
         };
-        let network = self.network(pod.and_then(|p| p.label(LABEL_NETWORK)), ip);
-        let locality = self.locality(
-            pod.and_then(|p| p.label(LABEL_ISTIO_LOCALITY)),
-            pod.and_then(|p| p.node.as_deref()),
-            zone,
-        );
-        let sa = pod.map(|p| &*p.service_account).unwrap_or("default");
-        let pod_ns = pod.map(|p| &p.namespace).unwrap_or(ns);
+        let network = match pod.and_then(|p| p.network_label.clone()) {
+            Some(n) => n,
+            None => self.network(None, ip),
+        };
+        let locality = match pod.and_then(|p| p.locality_label.clone()) {
+            Some(l) => l,
+            None => self.locality(None, pod.and_then(|p| p.node.as_ref()), zone),
+        };
+        let identity = match pod {
+            Some(p) => p.identity.clone(),
+            None => intern(&spiffe_id(&self.ctx.trust_domain, ns, "default")),
+        };
         Endpoint {
             address,
             ports,
             labels: self.labels(pod.map(|p| &p.labels), &network),
-            identity: intern(&spiffe_id(&self.ctx.trust_domain, pod_ns, sa)),
+            identity,
             cluster: self.id.clone(),
             network,
             locality,
@@ -843,27 +884,19 @@ impl ClusterState {
 
     fn labels(&self, base: Option<&Labels>, network: &NetworkId) -> Labels {
         let mut m: BTreeMap<Str, Str> = base.map(|l| (**l).clone()).unwrap_or_default();
-        m.insert(intern(LABEL_CLUSTER), self.id.0.clone());
+        m.insert(KEY_CLUSTER.clone(), self.id.0.clone());
         if !network.as_str().is_empty() {
-            m.insert(intern(LABEL_NETWORK), network.0.clone());
+            m.insert(KEY_NETWORK.clone(), network.0.clone());
         }
         ArcIntern::new(m)
     }
 
-    fn locality(&self, label: Option<&str>, node: Option<&str>, zone: Option<&str>) -> Locality {
+    fn locality(&self, label: Option<&str>, node: Option<&Str>, zone: Option<&str>) -> Locality {
         if let Some(l) = label.filter(|l| !l.is_empty()) {
             return ArcIntern::new(LocalityParts::from_label(l));
         }
-        if let Some(Object::Node(n)) =
-            node.and_then(|n| self.get(&ObjectKey::new(Kind::Node, "", n)))
-        {
-            let l = n.metadata.labels.as_ref();
-            let get = |k: &str| l.and_then(|l| l.get(k)).cloned().unwrap_or_default();
-            return ArcIntern::new(LocalityParts {
-                region: get(LABEL_REGION),
-                zone: get(LABEL_ZONE),
-                subzone: get(LABEL_SUBZONE),
-            });
+        if let Some(l) = node.and_then(|n| self.node_localities.get(n)) {
+            return l.clone();
         }
         ArcIntern::new(LocalityParts {
             zone: zone.unwrap_or_default().to_string(),

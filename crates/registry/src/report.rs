@@ -133,9 +133,9 @@ impl RegistryReport {
         for s in &self.services {
             let ports = s.ports.iter().map(|p| {
                 if p.name.is_empty() {
-                    format!("{}/{:?}", p.port, p.protocol)
+                    format!("{}/{}", p.port, p.protocol)
                 } else {
-                    format!("{}/{:?}({})", p.port, p.protocol, p.name)
+                    format!("{}/{}({})", p.port, p.protocol, p.name)
                 }
             });
             let total: usize = s.clusters.iter().map(|c| c.endpoints.len()).sum();

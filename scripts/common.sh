@@ -1,0 +1,23 @@
+# Shared by the scripts: checks and installs what building needs on a fresh Linux machine.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ensure_build_tools() {
+    command -v cargo >/dev/null || die "cargo not found: install a stable Rust toolchain (rustup, Rust >= 1.88) and run this again"
+    local missing=()
+    command -v cc >/dev/null || missing+=(gcc)
+    command -v make >/dev/null || missing+=(make)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            say "installing ${missing[*]} (needed to build the allocator)"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        else
+            die "${missing[*]} not found: install them (as root: apt-get install ${missing[*]})"
+        fi
+    fi
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up and runs every check: formatting, lints, unit, golden, integration tests,
+# and prints the registry benchmark's figures. Usage: scripts/test.sh
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+ensure_build_tools
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "cargo test"
+cargo test --workspace --locked
+say "registry benchmark (figures only; targets are in the README)"
+cargo run --release --locked -q -p isthmus-cli -- bench registry --changes 5000
