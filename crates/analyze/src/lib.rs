@@ -90,14 +90,19 @@ pub fn analyze(mesh: Option<&MeshConfig>, paths: &[PathBuf]) -> Result<Analysis,
             findings.extend(source.diagnostics());
             let config = mesh.is_config_cluster(&c.name);
             for (object, pos) in source.objects() {
-                items.insert(
-                    (Some(c.name.clone()), object.key()),
-                    Item {
-                        object,
-                        pos,
-                        config,
-                    },
-                );
+                let key = object.key();
+                let item = Item {
+                    object,
+                    pos,
+                    config,
+                };
+                if !key.kind.is_istio() {
+                    items.insert((Some(c.name.clone()), key), item);
+                } else if config {
+                    // Config is one store across config clusters, as the registry keeps
+                    // it: the same object in two config clusters is one object.
+                    items.entry((None, key)).or_insert(item);
+                }
             }
         }
     }
@@ -108,14 +113,18 @@ pub fn analyze(mesh: Option<&MeshConfig>, paths: &[PathBuf]) -> Result<Analysis,
             source,
         })?;
         let mut add = |object: Arc<Object>, pos: Option<SourcePos>| {
-            items.insert(
-                (overlay_cluster.clone(), object.key()),
-                Item {
-                    object,
-                    pos,
-                    config: true,
-                },
-            );
+            let key = object.key();
+            let cluster = if key.kind.is_istio() {
+                None
+            } else {
+                overlay_cluster.clone()
+            };
+            let item = Item {
+                object,
+                pos,
+                config: true,
+            };
+            items.insert((cluster, key), item);
         };
         if meta.is_dir() {
             let mut source = ManifestSource::new(ClusterId::new("analyze"), path.clone(), domain);
@@ -128,10 +137,20 @@ pub fn analyze(mesh: Option<&MeshConfig>, paths: &[PathBuf]) -> Result<Analysis,
                 add(o, p);
             }
         } else {
-            let text = std::fs::read_to_string(path).map_err(|source| AnalyzeError::Read {
+            let bytes = std::fs::read(path).map_err(|source| AnalyzeError::Read {
                 path: path.clone(),
                 source,
             })?;
+            let Ok(text) = String::from_utf8(bytes) else {
+                let pos = SourcePos {
+                    file: Arc::from(path.as_path()),
+                    document: 0,
+                    line: 1,
+                };
+                let msg = "the file is not UTF-8 text; save it as UTF-8";
+                findings.push(Diagnostic::error(codes::YAML_SYNTAX_ERROR, msg).at(&pos));
+                continue;
+            };
             for doc in parse_documents(path, &text, "default", domain) {
                 findings.extend(doc.diagnostics);
                 if let Some(o) = doc.object {
@@ -180,6 +199,19 @@ pub fn render(analysis: &Analysis) -> String {
         analysis.objects
     ));
     out
+}
+
+/// Where a VirtualService's gateway reference points: `ns/name`, `name` (the
+/// VirtualService's namespace), or the legacy `name.ns[.svc.DOMAIN]` form Istio still resolves.
+fn gateway_ref<'a>(g: &'a str, vs_ns: &'a str) -> (&'a str, &'a str) {
+    if let Some((ns, name)) = g.split_once('/') {
+        return (ns, name);
+    }
+    let mut parts = g.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(name), Some(ns)) => (ns, name),
+        _ => (vs_ns, g),
+    }
 }
 
 type DestinationRuleRef<'a> = (
@@ -359,7 +391,7 @@ impl<'a> World<'a> {
                 if g == "mesh" {
                     continue;
                 }
-                let (gns, gname) = g.split_once('/').unwrap_or((&ns, g));
+                let (gns, gname) = gateway_ref(g, &ns);
                 if !self.gateway_exists(gns, gname) {
                     out.push(item.diag(
                         Level::Error,

@@ -276,11 +276,16 @@ pub struct ParsedDocument {
     pub key: Option<ObjectKey>,
 }
 
-/// Splits a YAML stream into documents: (first line, 1-based; text).
+/// Splits a YAML stream into documents: (first line, 1-based; text). A byte-order mark
+/// and `%` directives before a document are dropped; content on a `---` line belongs to
+/// the document it starts.
 fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut docs = Vec::new();
     let mut start_byte = 0;
     let mut start_line = 1;
+    // Whether the current document holds only blank lines, comments and directives so far.
+    let mut preamble = true;
     let mut offset = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let trimmed = line.trim_end();
@@ -288,14 +293,61 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
             || (trimmed.starts_with("---") && trimmed[3..].starts_with([' ', '\t', '#']));
         if is_sep {
             docs.push((start_line, &text[start_byte..offset]));
+            let rest = trimmed[3..].trim_start();
+            if rest.is_empty() || rest.starts_with('#') {
+                start_byte = offset + line.len();
+                start_line = i + 2;
+                preamble = true;
+            } else {
+                // `--- {apiVersion: v1, ...}`: the document starts on this line.
+                start_byte = offset + 3;
+                start_line = i + 1;
+                preamble = false;
+            }
+        } else if preamble && trimmed.starts_with('%') {
+            // A directive (`%YAML 1.2`, `%TAG`): not content.
             start_byte = offset + line.len();
             start_line = i + 2;
+        } else if preamble
+            && !(trimmed.trim_start().is_empty() || trimmed.trim_start().starts_with('#'))
+        {
+            preamble = false;
         }
         offset += line.len();
     }
     docs.push((start_line, &text[start_byte..]));
     docs
 }
+
+/// Deepest nesting of flow collections (`[`, `{`) in a document, outside quoted
+/// strings and comments: the YAML parser's time grows with the square of it.
+fn flow_depth(doc: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = ' ';
+    for c in doc.chars() {
+        match (quote, c) {
+            (_, '\n') => comment = false,
+            _ if comment => {}
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    max
+}
+
+/// Deepest flow nesting accepted (Kubernetes objects need a handful of levels).
+pub const MAX_FLOW_DEPTH: usize = 256;
 
 /// Formats a serde_ignored path as `spec.http[0].rout`.
 fn ignored_path(p: &serde_ignored::Path<'_>) -> String {
@@ -408,6 +460,17 @@ fn parse_one(
         skipped_kind: None,
         key: None,
     };
+    let depth = flow_depth(doc);
+    if depth > MAX_FLOW_DEPTH {
+        out.diagnostics.push(
+            Diagnostic::error(
+                codes::YAML_SYNTAX_ERROR,
+                format!("flow collections ([ or {{) nest {depth} levels deep; at most {MAX_FLOW_DEPTH} are read"),
+            )
+            .at(&pos),
+        );
+        return Some(out);
+    }
     let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(doc) {
         Ok(v) => v,
         Err(e) => {

@@ -263,6 +263,16 @@ fn selector_matches(selector: &BTreeMap<String, String>, labels: &Labels) -> boo
             .all(|(k, v)| labels.get(&intern(k)).is_some_and(|x| **x == **v))
 }
 
+/// The label selector of a Service or of a ServiceEntry's workloadSelector, if any.
+fn unit_selector(o: &Object) -> Option<BTreeMap<String, String>> {
+    let sel = match o {
+        Object::Service(s) => s.spec.as_ref()?.selector.clone()?,
+        Object::ServiceEntry(se) => se.spec.workload_selector.as_ref()?.labels.clone(),
+        _ => return None,
+    };
+    (!sel.is_empty()).then_some(sel)
+}
+
 fn is_gateway_service(o: &Object) -> bool {
     matches!(o, Object::Service(_)) && str_labels(o).is_some_and(|l| l.contains_key(LABEL_NETWORK))
 }
@@ -403,31 +413,14 @@ impl ClusterState {
                 }
             }
             Entry::Object(o) => match &**o {
-                Object::Service(s) => {
-                    if let Some(sel) = s
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.selector.clone())
-                        .filter(|s| !s.is_empty())
-                    {
-                        self.selectors
+                Object::Service(_) | Object::ServiceEntry(_) => {
+                    if key.kind == Kind::ServiceEntry {
+                        self.service_entries
                             .entry(key.namespace.clone())
                             .or_default()
-                            .insert(key.clone(), sel);
+                            .insert(key.name.clone());
                     }
-                }
-                Object::ServiceEntry(se) => {
-                    self.service_entries
-                        .entry(key.namespace.clone())
-                        .or_default()
-                        .insert(key.name.clone());
-                    if let Some(sel) = se
-                        .spec
-                        .workload_selector
-                        .as_ref()
-                        .map(|w| w.labels.clone())
-                        .filter(|s| !s.is_empty())
-                    {
+                    if let Some(sel) = unit_selector(o) {
                         self.selectors
                             .entry(key.namespace.clone())
                             .or_default()

@@ -59,18 +59,22 @@ impl Inner {
         let result = source.rescan(touched);
         lock(&self.diagnostics).insert(cluster.clone(), source.diagnostics());
         let mut reg = lock(&self.registry);
-        match result {
-            Ok(changes) => {
-                let event = reg.apply(&cluster, changes);
-                reg.set_sync(&cluster, SyncState::Synced);
-                self.snapshot.send_replace(reg.snapshot());
-                self.publish(event, &reg);
-            }
+        let (event, state) = match result {
+            Ok(changes) => (reg.apply(&cluster, changes), SyncState::Synced),
             Err(e) => {
                 tracing::error!("{e}");
-                reg.set_sync(&cluster, SyncState::Unreachable);
+                (ChangeEvent::default(), SyncState::Unreachable)
+            }
+        };
+        let version = reg.snapshot_version();
+        reg.set_sync(&cluster, state);
+        if event.is_empty() {
+            // Only the sync state may have changed: publish the snapshot, no event.
+            if reg.snapshot_version() != version {
                 self.snapshot.send_replace(reg.snapshot());
             }
+        } else {
+            self.publish(event, &reg);
         }
     }
 }

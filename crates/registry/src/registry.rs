@@ -200,6 +200,11 @@ impl Registry {
         }
     }
 
+    /// Increases with every change (the version snapshots carry).
+    pub fn snapshot_version(&self) -> u64 {
+        self.version
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             version: self.version,
