@@ -9,7 +9,11 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-say "cargo test"
-cargo test --workspace --locked
 say "registry benchmark (figures only; targets are in the README)"
 cargo run --release --locked -q -p isthmus-cli -- bench registry --changes 5000
+say "cargo test"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole suite.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
