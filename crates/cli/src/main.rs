@@ -2,8 +2,11 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -65,11 +68,150 @@ enum Command {
         /// Files or directories of Kubernetes-format YAML.
         paths: Vec<PathBuf>,
     },
+    /// Run Envoy for one workload or gateway, like Istio's pilot-agent: write its
+    /// bootstrap, start it and restart it if it dies, serve /healthz/ready, and on
+    /// SIGTERM or SIGINT drain its listeners and stop it.
+    Agent(Box<AgentArgs>),
+    /// Serve xDS (ADS, State-of-the-World and Delta) to Envoy proxies from the mesh's registry.
+    Discovery {
+        /// The mesh configuration.
+        #[arg(long, default_value = "mesh.yaml")]
+        mesh: PathBuf,
+        /// Where proxies connect (plaintext gRPC, Istio's 15010).
+        #[arg(long, default_value = "0.0.0.0:15010")]
+        grpc_address: std::net::SocketAddr,
+        /// The debug API: /ready, /debug/syncz, /debug/registryz, /debug/config_dump?proxyID=.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        debug_address: std::net::SocketAddr,
+    },
     /// Benchmarks that print their figures.
     Bench {
         #[command(subcommand)]
         what: Bench,
     },
+}
+
+/// `isthmus agent`'s flags; the environment variables are the ones Istio's sidecar
+/// injector sets.
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Run a gateway (node id `router~…`) instead of a sidecar.
+    #[arg(long)]
+    router: bool,
+    /// The Envoy binary (default: `envoy` on PATH; scripts/envoy.sh installs one).
+    #[arg(long, env = "ISTHMUS_ENVOY")]
+    envoy: Option<PathBuf>,
+    /// The control plane's xDS address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:15010")]
+    discovery_address: isthmus_agent::DiscoveryAddress,
+    /// Envoy's admin address (loopback only); its port is also Envoy's --base-id.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15000")]
+    admin_address: SocketAddr,
+    /// The port of GET /healthz/ready, on every address.
+    #[arg(long, value_name = "N", default_value_t = isthmus_agent::DEFAULT_READINESS_PORT)]
+    readiness_port: u16,
+    /// Where to write the bootstrap (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// The pod's IP.
+    #[arg(
+        long,
+        value_name = "IP",
+        env = "INSTANCE_IP",
+        default_value = "127.0.0.1"
+    )]
+    node_ip: IpAddr,
+    /// The pod's name (default: the host name).
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// The pod's namespace.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    /// Service hostnames are NAME.NS.svc.DOMAIN_SUFFIX.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    domain_suffix: String,
+    /// The cluster the proxy runs in.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "ISTIO_META_CLUSTER_ID",
+        default_value = "Kubernetes"
+    )]
+    cluster_id: String,
+    /// The proxy's network.
+    #[arg(
+        long,
+        value_name = "NET",
+        env = "ISTIO_META_NETWORK",
+        default_value = ""
+    )]
+    network: String,
+    /// The mesh's id.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "ISTIO_META_MESH_ID",
+        default_value = ""
+    )]
+    mesh_id: String,
+    /// The pod's service account.
+    #[arg(
+        long,
+        value_name = "SA",
+        env = "SERVICE_ACCOUNT",
+        default_value = "default"
+    )]
+    service_account: String,
+    /// The pod's labels.
+    #[arg(long, value_name = "k=v,k=v", value_parser = isthmus_agent::parse_labels)]
+    labels: Option<BTreeMap<String, String>>,
+    /// Gateways: the networks whose endpoints this proxy serves.
+    #[arg(
+        long,
+        value_name = "NET,NET",
+        env = "ISTIO_META_REQUESTED_NETWORK_VIEW",
+        value_delimiter = ','
+    )]
+    requested_network_view: Vec<String>,
+    /// How long listeners drain on shutdown before Envoy is stopped.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    drain_seconds: u64,
+}
+
+impl AgentArgs {
+    fn into_config(self) -> isthmus_agent::AgentConfig {
+        let mut config = isthmus_agent::AgentConfig {
+            kind: if self.router {
+                isthmus_agent::ProxyKind::Router
+            } else {
+                isthmus_agent::ProxyKind::Sidecar
+            },
+            node_ip: self.node_ip,
+            pod_name: self.pod_name.unwrap_or_else(isthmus_agent::host_name),
+            namespace: self.namespace,
+            domain_suffix: self.domain_suffix,
+            cluster_id: self.cluster_id,
+            network: self.network,
+            mesh_id: self.mesh_id,
+            service_account: self.service_account,
+            labels: self.labels.unwrap_or_default(),
+            requested_network_view: self.requested_network_view,
+            extra_metadata: BTreeMap::new(),
+            discovery_address: self.discovery_address,
+            admin_address: self.admin_address,
+            readiness_port: self.readiness_port,
+            config_dir: self.config_dir,
+            envoy_binary: self.envoy,
+            drain_duration: Duration::from_secs(self.drain_seconds),
+        };
+        config.apply_istio_meta_env(std::env::vars());
+        config
+    }
 }
 
 #[derive(Subcommand)]
@@ -87,6 +229,17 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         changes: usize,
     },
+    /// Simulated proxies (SotW and Delta) against an in-process ADS server: time to first
+    /// config, push convergence, CPU and memory.
+    Xds {
+        #[arg(long, default_value_t = 100)]
+        proxies: usize,
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Endpoints per service.
+        #[arg(long, default_value_t = 2)]
+        endpoints: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +247,8 @@ fn main() -> ExitCode {
     // Commands that print findings themselves log only errors unless RUST_LOG says otherwise.
     let default_filter = match cli.command {
         Command::Registry { .. } | Command::Analyze { .. } | Command::Bench { .. } => "error",
+        // The agent's own events and Envoy's log lines (target `envoy`).
+        Command::Agent(_) | Command::Discovery { .. } => "info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -109,6 +264,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -148,6 +320,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Agent(args) => {
+            let config = args.into_config();
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(isthmus_agent::run_until_signal(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Discovery {
+            mesh,
+            grpc_address,
+            debug_address,
+        } => {
+            let mesh = MeshConfig::load(&mesh)?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let opts = isthmus_xds::discovery::DiscoveryOptions {
+                grpc_address,
+                debug_address,
+            };
+            runtime.block_on(isthmus_xds::discovery::run(mesh, opts, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                Bench::Xds {
+                    proxies,
+                    services,
+                    endpoints,
+                },
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let shape = isthmus_xds::bench::Shape {
+                proxies,
+                services,
+                endpoints,
+            };
+            print!("{}", runtime.block_on(isthmus_xds::bench::run(&shape)));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
             what:

@@ -1,0 +1,207 @@
+//! `isthmus discovery`: the registry controller, the ADS server on gRPC, and the debug
+//! HTTP API (`/ready`, `/debug/syncz`, `/debug/registryz`, `/debug/config_dump`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use isthmus_model::MeshConfig;
+use isthmus_registry::Controller;
+use isthmus_registry::report::RegistryReport;
+use serde::{Deserialize, Serialize};
+
+use crate::generate::IstioGenerator;
+use crate::resources;
+use crate::server::DiscoveryServer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(
+        "cannot listen for xDS on {addr}: {source} (is another control plane running? choose another --grpc-address)"
+    )]
+    GrpcBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for the debug API on {addr}: {source} (choose another --debug-address)")]
+    DebugBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("xDS server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("debug API failed: {0}")]
+    Debug(std::io::Error),
+}
+
+/// Where `isthmus discovery` listens.
+#[derive(Clone, Debug)]
+pub struct DiscoveryOptions {
+    /// ADS (plaintext gRPC), Istio's 15010.
+    pub grpc_address: SocketAddr,
+    /// The debug API and `/ready`.
+    pub debug_address: SocketAddr,
+}
+
+#[derive(Clone)]
+struct AppState {
+    mesh: Arc<MeshConfig>,
+    controller: Arc<Controller>,
+    server: DiscoveryServer,
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    mesh: MeshConfig,
+    opts: DiscoveryOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DiscoveryError> {
+    let controller = Arc::new(Controller::start(&mesh));
+    let generator = Arc::new(IstioGenerator {
+        domain_suffix: mesh.domain_suffix.clone(),
+    });
+    let server = DiscoveryServer::new(controller.watch(), generator);
+    let grpc = tokio::net::TcpListener::bind(opts.grpc_address)
+        .await
+        .map_err(|source| DiscoveryError::GrpcBind {
+            addr: opts.grpc_address,
+            source,
+        })?;
+    let debug = tokio::net::TcpListener::bind(opts.debug_address)
+        .await
+        .map_err(|source| DiscoveryError::DebugBind {
+            addr: opts.debug_address,
+            source,
+        })?;
+    let grpc_at = grpc.local_addr().unwrap_or(opts.grpc_address);
+    let debug_at = debug.local_addr().unwrap_or(opts.debug_address);
+    tracing::info!(grpc = %grpc_at, debug = %debug_at, clusters = mesh.clusters.len(), "discovery serving");
+    let state = AppState {
+        mesh: Arc::new(mesh),
+        controller,
+        server: server.clone(),
+    };
+    let app = axum::Router::new()
+        .route("/ready", get(ready))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/registryz", get(registryz))
+        .route("/debug/config_dump", get(config_dump))
+        .with_state(state);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_http = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(debug, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let mut stop_grpc = stop_rx;
+    tonic::transport::Server::builder()
+        .add_service(server.service())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                let _ = stop_grpc.wait_for(|s| *s).await;
+            },
+        )
+        .await?;
+    match http.await {
+        Ok(r) => r.map_err(DiscoveryError::Debug),
+        Err(e) => Err(DiscoveryError::Debug(std::io::Error::other(e.to_string()))),
+    }
+}
+
+async fn ready(State(s): State<AppState>) -> impl IntoResponse {
+    let snap = s.controller.snapshot();
+    let waiting: Vec<String> = snap
+        .sync
+        .iter()
+        .filter(|(_, st)| **st != isthmus_registry::SyncState::Synced)
+        .map(|(c, st)| {
+            format!(
+                "{c}: {}",
+                serde_json::to_value(st)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready; clusters not synced: {}\n", waiting.join(", ")),
+        )
+    }
+}
+
+async fn syncz(State(s): State<AppState>) -> impl IntoResponse {
+    Json(s.server.statuses())
+}
+
+async fn registryz(State(s): State<AppState>) -> impl IntoResponse {
+    Json(RegistryReport::new(&s.mesh, &s.controller.snapshot()))
+}
+
+#[derive(Deserialize)]
+struct DumpQuery {
+    #[serde(rename = "proxyID")]
+    proxy_id: String,
+}
+
+#[derive(Serialize)]
+struct DumpedResource {
+    name: String,
+    version: String,
+    bytes: usize,
+}
+
+async fn config_dump(
+    State(s): State<AppState>,
+    Query(q): Query<DumpQuery>,
+) -> axum::response::Response {
+    let Some((proxy, res)) = s.server.config_for(&q.proxy_id) else {
+        let known: Vec<String> = s
+            .server
+            .statuses()
+            .into_iter()
+            .filter_map(|c| c.proxy.map(|p| p.id))
+            .collect();
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no connected proxy {:?}; connected: {known:?}\n",
+                q.proxy_id
+            ),
+        )
+            .into_response();
+    };
+    let types: BTreeMap<&str, Vec<DumpedResource>> = res
+        .by_type
+        .iter()
+        .map(|(t, m)| {
+            (
+                resources::short(t),
+                m.values()
+                    .map(|r| DumpedResource {
+                        name: r.name.clone(),
+                        version: r.version.clone(),
+                        bytes: r.any.value.len(),
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    Json(serde_json::json!({ "proxy": proxy, "resources": types })).into_response()
+}

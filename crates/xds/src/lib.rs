@@ -1,0 +1,14 @@
+//! xDS: Envoy config generation with Istio's semantics, and the Aggregated Discovery
+//! Service (State-of-the-World and Delta) that serves it.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod discovery;
+pub mod generate;
+pub mod proxy;
+pub mod resources;
+pub mod server;
+
+pub use proxy::{Proxy, ProxyKind};
+pub use resources::{ProxyResources, Resource};
+pub use server::{ConnectionStatus, DiscoveryServer, Generator, TypeStatus};

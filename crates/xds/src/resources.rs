@@ -1,0 +1,85 @@
+//! Generated resources, by type, with stable content versions.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// The types the server answers, in the order Envoy wants them pushed (CDS before
+/// EDS, LDS before RDS).
+pub const TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+/// Short name of a type URL for logs and the debug API (`cds`, `eds`, `lds`, `rds`).
+pub fn short(type_url: &str) -> &'static str {
+    match type_url {
+        CLUSTER => "cds",
+        ENDPOINT => "eds",
+        LISTENER => "lds",
+        ROUTE => "rds",
+        _ => "unknown",
+    }
+}
+
+/// Whether a SotW request without names subscribes to everything of its type.
+pub fn wildcard_by_default(type_url: &str) -> bool {
+    matches!(type_url, CLUSTER | LISTENER)
+}
+
+/// One resource, encoded, with a version that changes exactly when its content does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub any: Any,
+    pub version: String,
+}
+
+impl Resource {
+    pub fn new<M: Message>(type_url: &str, name: impl Into<String>, msg: &M) -> Self {
+        let value = msg.encode_to_vec();
+        let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&value));
+        Self {
+            name: name.into(),
+            any: Any {
+                type_url: type_url.to_string(),
+                value,
+            },
+            version,
+        }
+    }
+}
+
+/// Everything generated for one proxy: per type URL, resources by name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProxyResources {
+    pub by_type: BTreeMap<String, BTreeMap<String, Resource>>,
+}
+
+impl ProxyResources {
+    pub fn add(&mut self, type_url: &str, r: Resource) {
+        self.by_type
+            .entry(type_url.to_string())
+            .or_default()
+            .insert(r.name.clone(), r);
+    }
+
+    pub fn of(&self, type_url: &str) -> Option<&BTreeMap<String, Resource>> {
+        self.by_type.get(type_url)
+    }
+
+    /// The version of a set of resources: a hash of their names and versions.
+    pub fn version_of<'a>(resources: impl Iterator<Item = &'a Resource>) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for r in resources {
+            h.update(r.name.as_bytes());
+            h.update(&[0]);
+            h.update(r.version.as_bytes());
+            h.update(&[0]);
+        }
+        format!("{:016x}", h.digest())
+    }
+}

@@ -1,0 +1,587 @@
+//! The Aggregated Discovery Service, State-of-the-World and Delta, over one generator.
+//!
+//! Per connection and type it tracks what was sent (version, nonce), what the proxy
+//! accepted (ACK) or rejected (NACK, with Envoy's error), and what it subscribed to.
+//! A NACKed response is not sent again: the proxy keeps serving its last accepted
+//! config, and the error shows in [`DiscoveryServer::statuses`]. A reconnecting proxy
+//! whose versions match what would be sent gets nothing new. On every registry
+//! snapshot each proxy's config is generated again, and only types (SotW) or
+//! resources (Delta) whose content changed are sent.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    Resource as DeltaResource,
+};
+use isthmus_registry::Snapshot;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proxy::Proxy;
+use crate::resources::{self, ProxyResources, Resource};
+
+/// Config generation: a pure function of (registry snapshot, proxy).
+pub trait Generator: Send + Sync + 'static {
+    fn generate(&self, snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources;
+}
+
+/// What one proxy has of one type, for the debug API.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeStatus {
+    /// Resource names subscribed to; `["*"]` for a wildcard subscription.
+    pub subscribed: Vec<String>,
+    pub sent_version: Option<String>,
+    pub sent_nonce: Option<String>,
+    pub acked_version: Option<String>,
+    /// Envoy's error for the last rejected response, until a later one is accepted.
+    pub nack: Option<String>,
+    /// Resources in the last response.
+    pub resources: usize,
+    pub pushes: u64,
+}
+
+/// One connected proxy, for the debug API (`/debug/syncz`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    pub connection: u64,
+    pub protocol: &'static str,
+    pub proxy: Option<Proxy>,
+    pub connected_at: SystemTime,
+    pub types: BTreeMap<&'static str, TypeStatus>,
+}
+
+struct Inner {
+    snapshots: watch::Receiver<Snapshot>,
+    generator: Arc<dyn Generator>,
+    connections: Mutex<BTreeMap<u64, ConnectionStatus>>,
+    next_connection: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The ADS server.
+#[derive(Clone)]
+pub struct DiscoveryServer {
+    inner: Arc<Inner>,
+}
+
+impl DiscoveryServer {
+    pub fn new(snapshots: watch::Receiver<Snapshot>, generator: Arc<dyn Generator>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                snapshots,
+                generator,
+                connections: Mutex::new(BTreeMap::new()),
+                next_connection: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The tonic service to mount.
+    pub fn service(&self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    /// Every connected proxy and its per-type sync state.
+    pub fn statuses(&self) -> Vec<ConnectionStatus> {
+        lock(&self.inner.connections).values().cloned().collect()
+    }
+
+    /// The config one proxy receives now (by node id), generated from the current snapshot.
+    pub fn config_for(&self, proxy_id: &str) -> Option<(Proxy, ProxyResources)> {
+        let proxy = lock(&self.inner.connections)
+            .values()
+            .find_map(|c| c.proxy.clone().filter(|p| p.id == proxy_id))?;
+        let snap = self.inner.snapshots.borrow().clone();
+        let res = self.inner.generator.generate(&snap, &proxy);
+        Some((proxy, res))
+    }
+}
+
+/// Registers a connection for the debug API; unregisters when dropped.
+struct Registration {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Registration {
+    fn new(inner: &Arc<Inner>, protocol: &'static str) -> Self {
+        let id = inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        lock(&inner.connections).insert(
+            id,
+            ConnectionStatus {
+                connection: id,
+                protocol,
+                proxy: None,
+                connected_at: SystemTime::now(),
+                types: BTreeMap::new(),
+            },
+        );
+        Self {
+            inner: inner.clone(),
+            id,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ConnectionStatus)) {
+        if let Some(c) = lock(&self.inner.connections).get_mut(&self.id) {
+            f(c);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.inner.connections).remove(&self.id);
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for DiscoveryServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let conn = Sotw {
+            inner: self.inner.clone(),
+            tx,
+            types: HashMap::new(),
+            proxy: None,
+            current: ProxyResources::default(),
+            nonce: 0,
+        };
+        tokio::spawn(conn.run(request.into_inner()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let conn = Delta {
+            inner: self.inner.clone(),
+            tx,
+            types: HashMap::new(),
+            proxy: None,
+            current: ProxyResources::default(),
+            nonce: 0,
+        };
+        tokio::spawn(conn.run(request.into_inner()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn status_of(reg: &Registration, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+    reg.update(|c| f(c.types.entry(resources::short(type_url)).or_default()));
+}
+
+fn nack_message(detail: &Option<envoy_types::pb::google::rpc::Status>) -> Option<String> {
+    detail.as_ref().map(|s| {
+        if s.message.is_empty() {
+            format!("rejected (code {})", s.code)
+        } else {
+            s.message.clone()
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// State of the World
+
+#[derive(Default)]
+struct SotwType {
+    /// None: every resource of the type.
+    names: Option<BTreeSet<String>>,
+    sent_version: Option<String>,
+    sent_nonce: Option<String>,
+}
+
+struct Sotw {
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    types: HashMap<String, SotwType>,
+    proxy: Option<Proxy>,
+    current: ProxyResources,
+    nonce: u64,
+}
+
+impl Sotw {
+    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
+        let reg = Registration::new(&self.inner, "sotw");
+        let mut snapshots = self.inner.snapshots.clone();
+        loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => {
+                        if let Err(e) = self.on_request(&reg, req).await {
+                            let _ = self.tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(connection = reg.id, error = %e, "stream ended");
+                        return;
+                    }
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if self.proxy.is_some() {
+                        self.regenerate();
+                        for t in resources::TYPES {
+                            if self.types.contains_key(t) {
+                                self.respond(&reg, t, "registry changed").await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn regenerate(&mut self) {
+        if let Some(p) = &self.proxy {
+            let snap = self.inner.snapshots.borrow().clone();
+            self.current = self.inner.generator.generate(&snap, p);
+        }
+    }
+
+    fn selected(&self, type_url: &str) -> Vec<&Resource> {
+        let all = self.current.of(type_url);
+        match self.types.get(type_url).and_then(|t| t.names.as_ref()) {
+            None => all.into_iter().flat_map(|m| m.values()).collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| all.and_then(|m| m.get(n)))
+                .collect(),
+        }
+    }
+
+    async fn on_request(
+        &mut self,
+        reg: &Registration,
+        req: DiscoveryRequest,
+    ) -> Result<(), Status> {
+        if self.proxy.is_none() {
+            let node = req.node.as_ref().ok_or_else(|| {
+                Status::invalid_argument(crate::proxy::ProxyError::NoNode.to_string())
+            })?;
+            let proxy =
+                Proxy::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            tracing::info!(proxy = %proxy.id, cluster = %proxy.cluster, network = %proxy.network, "proxy connected (SotW)");
+            reg.update(|c| c.proxy = Some(proxy.clone()));
+            self.proxy = Some(proxy);
+            self.regenerate();
+        }
+        let type_url = req.type_url.clone();
+        let state = self.types.entry(type_url.clone()).or_default();
+        if !req.response_nonce.is_empty() {
+            if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                // A reply to an older response: the newer one is on its way.
+                return Ok(());
+            }
+            if let Some(err) = nack_message(&req.error_detail) {
+                tracing::warn!(proxy = ?self.proxy.as_ref().map(|p| &p.id), r#type = resources::short(&type_url), version = ?state.sent_version, error = %err, "proxy rejected config (NACK); it keeps its last accepted config");
+                status_of(reg, &type_url, |s| s.nack = Some(err));
+                return Ok(());
+            }
+            status_of(reg, &type_url, |s| {
+                s.acked_version = Some(req.version_info.clone());
+                s.nack = None;
+            });
+        }
+        let names: BTreeSet<String> = req
+            .resource_names
+            .iter()
+            .filter(|n| *n != "*")
+            .cloned()
+            .collect();
+        let wildcard = req.resource_names.iter().any(|n| n == "*")
+            || (names.is_empty() && resources::wildcard_by_default(&type_url));
+        state.names = if wildcard { None } else { Some(names) };
+        let first = state.sent_nonce.is_none();
+        if first && !req.version_info.is_empty() {
+            // A reconnect: if the proxy already has what would be sent, send nothing.
+            let version = ProxyResources::version_of(self.selected(&type_url).into_iter());
+            if version == req.version_info {
+                let state = self.types.entry(type_url.clone()).or_default();
+                state.sent_version = Some(version.clone());
+                tracing::debug!(r#type = resources::short(&type_url), %version, "proxy reconnected with the current version; nothing to send");
+                status_of(reg, &type_url, |s| {
+                    s.sent_version = Some(version.clone());
+                    s.acked_version = Some(version);
+                });
+                return Ok(());
+            }
+        }
+        let reason = if first {
+            "proxy asked"
+        } else {
+            "subscription changed"
+        };
+        self.respond(reg, &type_url, reason).await;
+        Ok(())
+    }
+
+    /// Sends the type's resources if they differ from what was last sent (always on the
+    /// first request of a type).
+    async fn respond(&mut self, reg: &Registration, type_url: &str, reason: &str) {
+        let selected: Vec<Resource> = self.selected(type_url).into_iter().cloned().collect();
+        let version = ProxyResources::version_of(selected.iter());
+        let state = self.types.entry(type_url.to_string()).or_default();
+        if state.sent_nonce.is_some() && state.sent_version.as_deref() == Some(version.as_str()) {
+            return;
+        }
+        if state.sent_nonce.is_none() && state.sent_version.as_deref() == Some(version.as_str()) {
+            // Resumed without a resend, and nothing changed since.
+            return;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let count = selected.len();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: selected.into_iter().map(|r| r.any).collect(),
+            type_url: type_url.to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        let state = self.types.entry(type_url.to_string()).or_default();
+        state.sent_version = Some(version.clone());
+        state.sent_nonce = Some(nonce.clone());
+        let subscribed = match &state.names {
+            None => vec!["*".to_string()],
+            Some(n) => n.iter().cloned().collect(),
+        };
+        tracing::debug!(proxy = ?self.proxy.as_ref().map(|p| &p.id), r#type = resources::short(type_url), %version, resources = count, reason, "push");
+        status_of(reg, type_url, |s| {
+            s.sent_version = Some(version);
+            s.sent_nonce = Some(nonce);
+            s.resources = count;
+            s.pushes += 1;
+            s.subscribed = subscribed;
+        });
+        let _ = self.tx.send(Ok(response)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Delta
+
+#[derive(Default)]
+struct DeltaType {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// What the proxy has: name → version.
+    known: BTreeMap<String, String>,
+    sent_nonce: Option<String>,
+    sent_version: Option<String>,
+    started: bool,
+}
+
+struct Delta {
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    types: HashMap<String, DeltaType>,
+    proxy: Option<Proxy>,
+    current: ProxyResources,
+    nonce: u64,
+}
+
+impl Delta {
+    async fn run(mut self, mut inbound: Streaming<DeltaDiscoveryRequest>) {
+        let reg = Registration::new(&self.inner, "delta");
+        let mut snapshots = self.inner.snapshots.clone();
+        loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => {
+                        if let Err(e) = self.on_request(&reg, req).await {
+                            let _ = self.tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(connection = reg.id, error = %e, "stream ended");
+                        return;
+                    }
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if let Some(p) = &self.proxy {
+                        let snap = self.inner.snapshots.borrow().clone();
+                        self.current = self.inner.generator.generate(&snap, p);
+                        for t in resources::TYPES {
+                            if self.types.contains_key(t) {
+                                self.respond(&reg, t, false).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_request(
+        &mut self,
+        reg: &Registration,
+        req: DeltaDiscoveryRequest,
+    ) -> Result<(), Status> {
+        if self.proxy.is_none() {
+            let node = req.node.as_ref().ok_or_else(|| {
+                Status::invalid_argument(crate::proxy::ProxyError::NoNode.to_string())
+            })?;
+            let proxy =
+                Proxy::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            tracing::info!(proxy = %proxy.id, cluster = %proxy.cluster, network = %proxy.network, "proxy connected (Delta)");
+            reg.update(|c| c.proxy = Some(proxy.clone()));
+            let snap = self.inner.snapshots.borrow().clone();
+            self.current = self.inner.generator.generate(&snap, &proxy);
+            self.proxy = Some(proxy);
+        }
+        let type_url = req.type_url.clone();
+        let state = self.types.entry(type_url.clone()).or_default();
+        if !req.response_nonce.is_empty() {
+            if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                return Ok(());
+            }
+            if let Some(err) = nack_message(&req.error_detail) {
+                tracing::warn!(proxy = ?self.proxy.as_ref().map(|p| &p.id), r#type = resources::short(&type_url), error = %err, "proxy rejected config (NACK); it keeps its last accepted config");
+                status_of(reg, &type_url, |s| s.nack = Some(err));
+                return Ok(());
+            }
+            let version = state.sent_version.clone();
+            status_of(reg, &type_url, |s| {
+                s.acked_version = version;
+                s.nack = None;
+            });
+        }
+        let first = !state.started;
+        if first {
+            state.started = true;
+            state.known = req.initial_resource_versions.clone().into_iter().collect();
+            state.wildcard = req.resource_names_subscribe.is_empty()
+                && resources::wildcard_by_default(&type_url);
+        }
+        for n in &req.resource_names_subscribe {
+            if n == "*" {
+                state.wildcard = true;
+            } else {
+                state.names.insert(n.clone());
+                if first {
+                    continue;
+                }
+                // A newly subscribed name must be sent even if the proxy had it once.
+                state.known.remove(n);
+            }
+        }
+        for n in &req.resource_names_unsubscribe {
+            if n == "*" {
+                state.wildcard = false;
+            } else {
+                state.names.remove(n);
+                state.known.remove(n);
+            }
+        }
+        self.respond(reg, &type_url, first).await;
+        Ok(())
+    }
+
+    /// Sends what changed for the type: new or changed resources, and removed names.
+    async fn respond(&mut self, reg: &Registration, type_url: &str, always: bool) {
+        let Some(state) = self.types.get_mut(type_url) else {
+            return;
+        };
+        let empty = BTreeMap::new();
+        let all = self.current.of(type_url).unwrap_or(&empty);
+        let wanted: Vec<&Resource> = if state.wildcard {
+            all.values().collect()
+        } else {
+            state.names.iter().filter_map(|n| all.get(n)).collect()
+        };
+        let changed: Vec<&Resource> = wanted
+            .iter()
+            .copied()
+            .filter(|r| state.known.get(&r.name) != Some(&r.version))
+            .collect();
+        let wanted_names: BTreeSet<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
+        let removed: Vec<String> = state
+            .known
+            .keys()
+            .filter(|n| !wanted_names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        if changed.is_empty() && removed.is_empty() && !always {
+            return;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        for r in &changed {
+            state.known.insert(r.name.clone(), r.version.clone());
+        }
+        for n in &removed {
+            state.known.remove(n);
+        }
+        state.sent_nonce = Some(nonce.clone());
+        let version = ProxyResources::version_of(wanted.iter().copied());
+        state.sent_version = Some(version.clone());
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version,
+            resources: changed
+                .iter()
+                .map(|r| DeltaResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.any.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: type_url.to_string(),
+            removed_resources: removed.clone(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        let subscribed = if state.wildcard {
+            vec!["*".to_string()]
+        } else {
+            state.names.iter().cloned().collect()
+        };
+        let (count, total) = (changed.len(), wanted.len());
+        tracing::debug!(proxy = ?self.proxy.as_ref().map(|p| &p.id), r#type = resources::short(type_url), changed = count, removed = removed.len(), "push");
+        status_of(reg, type_url, |s| {
+            s.sent_version = Some(response.system_version_info.clone());
+            s.sent_nonce = Some(nonce);
+            s.resources = total;
+            s.pushes += 1;
+            s.subscribed = subscribed;
+        });
+        let _ = self.tx.send(Ok(response)).await;
+    }
+}

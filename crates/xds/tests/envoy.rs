@@ -1,0 +1,244 @@
+//! Real Envoy on loopback, fed by `isthmus discovery`: clusters and endpoints arrive
+//! over ADS (State-of-the-World and Delta), an endpoint change reaches Envoy without a
+//! restart, and the debug API shows the proxy in sync.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use isthmus_model::MeshConfig;
+use isthmus_xds::discovery::{DiscoveryOptions, run};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Envoy from ISTHMUS_ENVOY, the project's .venv (scripts/envoy.sh), or PATH.
+fn envoy() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ISTHMUS_ENVOY") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
+    if let Ok(entries) = std::fs::read_dir(&venv) {
+        for e in entries.flatten() {
+            let p = e.path().join("site-packages/envoy/_bin/envoy");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("envoy"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Envoy, or a reason to skip (never under CI=true).
+fn envoy_or_skip() -> Option<PathBuf> {
+    let found = envoy();
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Envoy not found and CI=true: run scripts/envoy.sh or set ISTHMUS_ENVOY"
+        );
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipping: Envoy not found (run scripts/envoy.sh or set ISTHMUS_ENVOY)");
+        }
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills Envoy when the test ends, passing or failing.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some(body.to_string());
+    }
+    // De-chunk: SIZE\r\nDATA\r\n … 0\r\n\r\n
+    let (mut rest, mut out) = (body, String::new());
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    Some(out)
+}
+
+async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn pod(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: bookinfo\n  labels: {{app: reviews, version: v1}}\nstatus:\n  podIP: {ip}\n"
+    )
+}
+
+const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: reviews\n  namespace: bookinfo\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n---\n";
+
+async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
+    let Some(envoy) = envoy_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("c1")).unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "clusters:\n- name: c1\n  network: n1\n  source: {manifests: c1}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c1/app.yaml"),
+        format!("{SVC}{}", pod("reviews-1", "198.18.0.1")),
+    )
+    .unwrap();
+    let mesh = MeshConfig::load(&dir.path().join("mesh.yaml")).unwrap();
+    let (grpc, debug, admin) = (free_port(), free_port(), free_port());
+    let opts = DiscoveryOptions {
+        grpc_address: ([127, 0, 0, 1], grpc).into(),
+        debug_address: ([127, 0, 0, 1], debug).into(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let discovery = tokio::spawn(run(mesh, opts, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let node_id = "sidecar~127.0.0.1~productpage-v1-abc.bookinfo~bookinfo.svc.cluster.local";
+    let bootstrap = serde_json::json!({
+        "node": {"id": node_id, "cluster": "productpage.bookinfo", "metadata": {"CLUSTER_ID": "c1", "NETWORK": "n1", "NAMESPACE": "bookinfo"}},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": api_type, "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}], "set_node_on_first_message_only": true},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"}
+        },
+        "static_resources": {"clusters": [{
+            "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": grpc}}}}]}]}
+        }]}
+    });
+    let path = dir.path().join("envoy.json");
+    std::fs::write(&path, bootstrap.to_string()).unwrap();
+    let _envoy = Proc(
+        Command::new(&envoy)
+            .args([
+                "-c",
+                path.to_str().unwrap(),
+                "--base-id",
+                &admin.to_string(),
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("Envoy starts"),
+    );
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
+    let debug_addr: SocketAddr = ([127, 0, 0, 1], debug).into();
+
+    wait_for(
+        "Envoy to get the reviews cluster and its endpoint over ADS",
+        async || {
+            http_get(admin_addr, "/clusters").await.is_some_and(|c| {
+                c.contains("outbound|9080||reviews.bookinfo.svc.cluster.local::198.18.0.1:9080")
+            })
+        },
+    )
+    .await;
+
+    // An endpoint change in the watched directory reaches Envoy without a restart.
+    std::fs::write(
+        dir.path().join("c1/app.yaml"),
+        format!(
+            "{SVC}{}---\n{}",
+            pod("reviews-1", "198.18.0.1"),
+            pod("reviews-2", "198.18.0.2")
+        ),
+    )
+    .unwrap();
+    wait_for("the new endpoint in Envoy", async || {
+        http_get(admin_addr, "/clusters").await.is_some_and(|c| {
+            c.contains("outbound|9080||reviews.bookinfo.svc.cluster.local::198.18.0.2:9080")
+        })
+    })
+    .await;
+
+    // The debug API shows the proxy, in sync: what was sent is what Envoy accepted.
+    wait_for("CDS and EDS acknowledged in /debug/syncz", async || {
+        let Some(body) = http_get(debug_addr, "/debug/syncz").await else {
+            return false;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return false;
+        };
+        v.as_array().into_iter().flatten().any(|c| {
+            c["proxy"]["id"] == node_id
+                && ["cds", "eds"].iter().all(|t| {
+                    !c["types"][t]["sentVersion"].is_null()
+                        && c["types"][t]["sentVersion"] == c["types"][t]["ackedVersion"]
+                })
+        })
+    })
+    .await;
+    let ready = http_get(debug_addr, "/ready").await.unwrap_or_default();
+    assert!(ready.starts_with("ready"), "{ready}");
+    let dump = http_get(debug_addr, &format!("/debug/config_dump?proxyID={node_id}"))
+        .await
+        .unwrap_or_default();
+    assert!(
+        dump.contains("outbound|9080||reviews.bookinfo.svc.cluster.local"),
+        "{dump}"
+    );
+
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), discovery).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_over_state_of_the_world_ads() {
+    envoy_gets_clusters_and_endpoints("GRPC").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_over_delta_ads() {
+    envoy_gets_clusters_and_endpoints("DELTA_GRPC").await;
+}
