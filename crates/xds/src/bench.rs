@@ -251,12 +251,7 @@ pub async fn run(shape: &Shape) -> String {
     let mut registry = Registry::new(&mesh);
     registry.apply(&cluster, objects(shape));
     let (snap_tx, snap_rx) = watch::channel(registry.snapshot());
-    let server = DiscoveryServer::new(
-        snap_rx,
-        Arc::new(IstioGenerator {
-            domain_suffix: mesh.domain_suffix.clone(),
-        }),
-    );
+    let server = DiscoveryServer::new(snap_rx, Arc::new(IstioGenerator::new(&mesh.domain_suffix)));
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
         Err(e) => return format!("cannot listen on loopback: {e}\n"),

@@ -61,9 +61,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DiscoveryError> {
     let controller = Arc::new(Controller::start(&mesh));
-    let generator = Arc::new(IstioGenerator {
-        domain_suffix: mesh.domain_suffix.clone(),
-    });
+    let generator = Arc::new(IstioGenerator::new(&mesh.domain_suffix));
     let server = DiscoveryServer::new(controller.watch(), generator);
     let grpc = tokio::net::TcpListener::bind(opts.grpc_address)
         .await

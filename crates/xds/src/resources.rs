@@ -1,6 +1,7 @@
 //! Generated resources, by type, with stable content versions.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
@@ -34,7 +35,8 @@ pub fn wildcard_by_default(type_url: &str) -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resource {
     pub name: String,
-    pub any: Any,
+    /// Shared: every proxy that receives the resource holds the same bytes.
+    pub any: Arc<Any>,
     pub version: String,
 }
 
@@ -44,10 +46,10 @@ impl Resource {
         let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&value));
         Self {
             name: name.into(),
-            any: Any {
+            any: Arc::new(Any {
                 type_url: type_url.to_string(),
                 value,
-            },
+            }),
             version,
         }
     }

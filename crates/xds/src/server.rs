@@ -33,7 +33,8 @@ use crate::resources::{self, ProxyResources, Resource};
 
 /// Config generation: a pure function of (registry snapshot, proxy).
 pub trait Generator: Send + Sync + 'static {
-    fn generate(&self, snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources;
+    /// Shared: proxies with the same view of the mesh may receive the same config.
+    fn generate(&self, snapshot: &Snapshot, proxy: &Proxy) -> Arc<ProxyResources>;
 }
 
 /// What one proxy has of one type, for the debug API.
@@ -103,7 +104,7 @@ impl DiscoveryServer {
     }
 
     /// The config one proxy receives now (by node id), generated from the current snapshot.
-    pub fn config_for(&self, proxy_id: &str) -> Option<(Proxy, ProxyResources)> {
+    pub fn config_for(&self, proxy_id: &str) -> Option<(Proxy, Arc<ProxyResources>)> {
         let proxy = lock(&self.inner.connections)
             .values()
             .find_map(|c| c.proxy.clone().filter(|p| p.id == proxy_id))?;
@@ -168,7 +169,7 @@ impl AggregatedDiscoveryService for DiscoveryServer {
             tx,
             types: HashMap::new(),
             proxy: None,
-            current: ProxyResources::default(),
+            current: Arc::default(),
             nonce: 0,
         };
         tokio::spawn(conn.run(request.into_inner()));
@@ -185,7 +186,7 @@ impl AggregatedDiscoveryService for DiscoveryServer {
             tx,
             types: HashMap::new(),
             proxy: None,
-            current: ProxyResources::default(),
+            current: Arc::default(),
             nonce: 0,
         };
         tokio::spawn(conn.run(request.into_inner()));
@@ -216,6 +217,9 @@ struct SotwType {
     names: Option<BTreeSet<String>>,
     sent_version: Option<String>,
     sent_nonce: Option<String>,
+    /// For EDS and RDS: what the proxy has, name → version, so that a push carries only
+    /// the resources that changed (Envoy keeps those of these types a response omits).
+    sent_resources: HashMap<String, String>,
 }
 
 struct Sotw {
@@ -223,7 +227,7 @@ struct Sotw {
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     types: HashMap<String, SotwType>,
     proxy: Option<Proxy>,
-    current: ProxyResources,
+    current: Arc<ProxyResources>,
     nonce: u64,
 }
 
@@ -360,12 +364,29 @@ impl Sotw {
             // Resumed without a resend, and nothing changed since.
             return;
         }
+        let incremental = !resources::wildcard_by_default(type_url) && state.sent_nonce.is_some();
+        if let Some(names) = &state.names {
+            state.sent_resources.retain(|n, _| names.contains(n));
+        }
+        let count = selected.len();
+        let changed: Vec<Resource> = if incremental {
+            selected
+                .into_iter()
+                .filter(|r| state.sent_resources.get(&r.name) != Some(&r.version))
+                .collect()
+        } else {
+            selected
+        };
+        for r in &changed {
+            state
+                .sent_resources
+                .insert(r.name.clone(), r.version.clone());
+        }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        let count = selected.len();
         let response = DiscoveryResponse {
             version_info: version.clone(),
-            resources: selected.into_iter().map(|r| r.any).collect(),
+            resources: changed.into_iter().map(|r| (*r.any).clone()).collect(),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
             ..Default::default()
@@ -408,7 +429,7 @@ struct Delta {
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     types: HashMap<String, DeltaType>,
     proxy: Option<Proxy>,
-    current: ProxyResources,
+    current: Arc<ProxyResources>,
     nonce: u64,
 }
 
@@ -559,7 +580,7 @@ impl Delta {
                 .map(|r| DeltaResource {
                     name: r.name.clone(),
                     version: r.version.clone(),
-                    resource: Some(r.any.clone()),
+                    resource: Some((*r.any).clone()),
                     ..Default::default()
                 })
                 .collect(),

@@ -68,12 +68,7 @@ impl Fixture {
         let mut registry = Registry::new(&mesh);
         registry.apply(&ClusterId::new("c1"), source.rescan(&[]).unwrap());
         let (tx, rx) = watch::channel(registry.snapshot());
-        let server = DiscoveryServer::new(
-            rx,
-            Arc::new(IstioGenerator {
-                domain_suffix: "cluster.local".into(),
-            }),
-        );
+        let server = DiscoveryServer::new(rx, Arc::new(IstioGenerator::new("cluster.local")));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = server.service();
@@ -466,4 +461,35 @@ async fn delta_sends_only_what_changed() {
         "{:?}",
         again.resources.iter().map(|r| &r.name).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn sotw_endpoint_pushes_carry_only_the_changed_assignments() {
+    let mut f = Fixture::new().await;
+    let mut s = Sotw::open(&f).await;
+    s.send(req("bookinfo", ENDPOINT, &[REVIEWS, REVIEWS_V1], "", ""))
+        .await;
+    let eds = s.recv().await;
+    assert_eq!(
+        names(&eds).len(),
+        2,
+        "the first response carries everything asked for"
+    );
+    s.send(req(
+        "bookinfo",
+        ENDPOINT,
+        &[REVIEWS, REVIEWS_V1],
+        &eds.version_info,
+        &eds.nonce,
+    ))
+    .await;
+    // r2 (v2) goes unready: subset v1 is unchanged, so only the whole-service assignment is sent.
+    f.set_pods(&format!(
+        "{}---\n{}",
+        pod("r1", "v1", "198.18.0.1", true),
+        pod("r2", "v2", "198.18.0.2", false)
+    ));
+    let push = s.recv().await;
+    assert_eq!(names(&push), [REVIEWS]);
+    assert_ne!(push.version_info, eds.version_info);
 }
