@@ -28,8 +28,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyError};
 use crate::resources::{self, ProxyResources, Resource};
+use envoy_types::pb::envoy::config::core::v3::Node;
 
 /// Config generation: a pure function of (registry snapshot, proxy).
 pub trait Generator: Send + Sync + 'static {
@@ -165,14 +166,10 @@ impl AggregatedDiscoveryService for DiscoveryServer {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
         let conn = Sotw {
-            inner: self.inner.clone(),
-            tx,
+            conn: Conn::new(&self.inner, tx),
             types: HashMap::new(),
-            proxy: None,
-            current: Arc::default(),
-            nonce: 0,
         };
-        tokio::spawn(conn.run(request.into_inner()));
+        tokio::spawn(drive(conn, request.into_inner()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -182,15 +179,121 @@ impl AggregatedDiscoveryService for DiscoveryServer {
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
         let conn = Delta {
-            inner: self.inner.clone(),
-            tx,
+            conn: Conn::new(&self.inner, tx),
             types: HashMap::new(),
+        };
+        tokio::spawn(drive(conn, request.into_inner()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What both protocol variants keep of a connection: the proxy, its current config,
+/// and the way back to it.
+struct Conn<R> {
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Result<R, Status>>,
+    proxy: Option<Proxy>,
+    current: Arc<ProxyResources>,
+    nonce: u64,
+}
+
+impl<R> Conn<R> {
+    fn new(inner: &Arc<Inner>, tx: mpsc::Sender<Result<R, Status>>) -> Self {
+        Self {
+            inner: inner.clone(),
+            tx,
             proxy: None,
             current: Arc::default(),
             nonce: 0,
-        };
-        tokio::spawn(conn.run(request.into_inner()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        }
+    }
+
+    /// Generates the proxy's config from the current snapshot.
+    fn regenerate(&mut self) {
+        if let Some(p) = &self.proxy {
+            let snap = self.inner.snapshots.borrow().clone();
+            self.current = self.inner.generator.generate(&snap, p);
+        }
+    }
+
+    /// Learns who the proxy is from the first request's node.
+    fn identify(
+        &mut self,
+        reg: &Registration,
+        node: Option<&Node>,
+        protocol: &str,
+    ) -> Result<(), Status> {
+        if self.proxy.is_some() {
+            return Ok(());
+        }
+        let node = node.ok_or_else(|| Status::invalid_argument(ProxyError::NoNode.to_string()))?;
+        let proxy = Proxy::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(proxy = %proxy.id, cluster = %proxy.cluster, network = %proxy.network, protocol, "proxy connected");
+        reg.update(|c| c.proxy = Some(proxy.clone()));
+        self.proxy = Some(proxy);
+        self.regenerate();
+        Ok(())
+    }
+}
+
+/// What differs between State-of-the-World and Delta.
+trait Protocol: Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    const NAME: &'static str;
+    fn conn(&mut self) -> &mut Conn<Self::Response>;
+    fn node(req: &Self::Request) -> Option<&Node>;
+    fn subscribed(&self, type_url: &str) -> bool;
+    /// Handles a request from an identified proxy.
+    fn on_request(
+        &mut self,
+        reg: &Registration,
+        req: Self::Request,
+    ) -> impl Future<Output = ()> + Send;
+    /// Sends what changed of one type after the registry changed.
+    fn push(
+        &mut self,
+        reg: &Registration,
+        type_url: &'static str,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// One stream: requests from the proxy and registry snapshots, until either ends.
+async fn drive<P: Protocol>(mut p: P, mut inbound: Streaming<P::Request>) {
+    let inner = p.conn().inner.clone();
+    let reg = Registration::new(&inner, P::NAME);
+    let mut snapshots = inner.snapshots.clone();
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(req)) => {
+                    let identified = p.conn().identify(&reg, P::node(&req), P::NAME);
+                    if let Err(e) = identified {
+                        let _ = p.conn().tx.send(Err(e)).await;
+                        return;
+                    }
+                    p.on_request(&reg, req).await;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(connection = reg.id, error = %e, "stream ended");
+                    return;
+                }
+            },
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if p.conn().proxy.is_some() {
+                    p.conn().regenerate();
+                    for t in resources::TYPES {
+                        if p.subscribed(t) {
+                            p.push(&reg, t).await;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -223,59 +326,39 @@ struct SotwType {
 }
 
 struct Sotw {
-    inner: Arc<Inner>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    conn: Conn<DiscoveryResponse>,
     types: HashMap<String, SotwType>,
-    proxy: Option<Proxy>,
-    current: Arc<ProxyResources>,
-    nonce: u64,
+}
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn conn(&mut self) -> &mut Conn<DiscoveryResponse> {
+        &mut self.conn
+    }
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn subscribed(&self, type_url: &str) -> bool {
+        self.types.contains_key(type_url)
+    }
+
+    async fn on_request(&mut self, reg: &Registration, req: DiscoveryRequest) {
+        self.request(reg, req).await;
+    }
+
+    async fn push(&mut self, reg: &Registration, type_url: &'static str) {
+        self.respond(reg, type_url, "registry changed").await;
+    }
 }
 
 impl Sotw {
-    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        let reg = Registration::new(&self.inner, "sotw");
-        let mut snapshots = self.inner.snapshots.clone();
-        loop {
-            tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => {
-                        if let Err(e) = self.on_request(&reg, req).await {
-                            let _ = self.tx.send(Err(e)).await;
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::debug!(connection = reg.id, error = %e, "stream ended");
-                        return;
-                    }
-                },
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    if self.proxy.is_some() {
-                        self.regenerate();
-                        for t in resources::TYPES {
-                            if self.types.contains_key(t) {
-                                self.respond(&reg, t, "registry changed").await;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn regenerate(&mut self) {
-        if let Some(p) = &self.proxy {
-            let snap = self.inner.snapshots.borrow().clone();
-            self.current = self.inner.generator.generate(&snap, p);
-        }
-    }
-
     fn selected(&self, type_url: &str) -> Vec<&Resource> {
-        let all = self.current.of(type_url);
+        let all = self.conn.current.of(type_url);
         match self.types.get(type_url).and_then(|t| t.names.as_ref()) {
             None => all.into_iter().flat_map(|m| m.values()).collect(),
             Some(names) => names
@@ -285,33 +368,18 @@ impl Sotw {
         }
     }
 
-    async fn on_request(
-        &mut self,
-        reg: &Registration,
-        req: DiscoveryRequest,
-    ) -> Result<(), Status> {
-        if self.proxy.is_none() {
-            let node = req.node.as_ref().ok_or_else(|| {
-                Status::invalid_argument(crate::proxy::ProxyError::NoNode.to_string())
-            })?;
-            let proxy =
-                Proxy::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            tracing::info!(proxy = %proxy.id, cluster = %proxy.cluster, network = %proxy.network, "proxy connected (SotW)");
-            reg.update(|c| c.proxy = Some(proxy.clone()));
-            self.proxy = Some(proxy);
-            self.regenerate();
-        }
+    async fn request(&mut self, reg: &Registration, req: DiscoveryRequest) {
         let type_url = req.type_url.clone();
         let state = self.types.entry(type_url.clone()).or_default();
         if !req.response_nonce.is_empty() {
             if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
                 // A reply to an older response: the newer one is on its way.
-                return Ok(());
+                return;
             }
             if let Some(err) = nack_message(&req.error_detail) {
-                tracing::warn!(proxy = ?self.proxy.as_ref().map(|p| &p.id), r#type = resources::short(&type_url), version = ?state.sent_version, error = %err, "proxy rejected config (NACK); it keeps its last accepted config");
+                tracing::warn!(proxy = ?self.conn.proxy.as_ref().map(|p| &p.id), r#type = resources::short(&type_url), version = ?state.sent_version, error = %err, "proxy rejected config (NACK); it keeps its last accepted config");
                 status_of(reg, &type_url, |s| s.nack = Some(err));
-                return Ok(());
+                return;
             }
             status_of(reg, &type_url, |s| {
                 s.acked_version = Some(req.version_info.clone());
@@ -339,7 +407,7 @@ impl Sotw {
                     s.sent_version = Some(version.clone());
                     s.acked_version = Some(version);
                 });
-                return Ok(());
+                return;
             }
         }
         let reason = if first {
@@ -348,7 +416,6 @@ impl Sotw {
             "subscription changed"
         };
         self.respond(reg, &type_url, reason).await;
-        Ok(())
     }
 
     /// Sends the type's resources if they differ from what was last sent (always on the
@@ -382,8 +449,8 @@ impl Sotw {
                 .sent_resources
                 .insert(r.name.clone(), r.version.clone());
         }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
+        self.conn.nonce += 1;
+        let nonce = self.conn.nonce.to_string();
         let response = DiscoveryResponse {
             version_info: version.clone(),
             resources: changed.into_iter().map(|r| (*r.any).clone()).collect(),
@@ -398,7 +465,7 @@ impl Sotw {
             None => vec!["*".to_string()],
             Some(n) => n.iter().cloned().collect(),
         };
-        tracing::debug!(proxy = ?self.proxy.as_ref().map(|p| &p.id), r#type = resources::short(type_url), %version, resources = count, reason, "push");
+        tracing::debug!(proxy = ?self.conn.proxy.as_ref().map(|p| &p.id), r#type = resources::short(type_url), %version, resources = count, reason, "push");
         status_of(reg, type_url, |s| {
             s.sent_version = Some(version);
             s.sent_nonce = Some(nonce);
@@ -406,7 +473,7 @@ impl Sotw {
             s.pushes += 1;
             s.subscribed = subscribed;
         });
-        let _ = self.tx.send(Ok(response)).await;
+        let _ = self.conn.tx.send(Ok(response)).await;
     }
 }
 
@@ -425,78 +492,48 @@ struct DeltaType {
 }
 
 struct Delta {
-    inner: Arc<Inner>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    conn: Conn<DeltaDiscoveryResponse>,
     types: HashMap<String, DeltaType>,
-    proxy: Option<Proxy>,
-    current: Arc<ProxyResources>,
-    nonce: u64,
+}
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn conn(&mut self) -> &mut Conn<DeltaDiscoveryResponse> {
+        &mut self.conn
+    }
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn subscribed(&self, type_url: &str) -> bool {
+        self.types.contains_key(type_url)
+    }
+
+    async fn on_request(&mut self, reg: &Registration, req: DeltaDiscoveryRequest) {
+        self.request(reg, req).await;
+    }
+
+    async fn push(&mut self, reg: &Registration, type_url: &'static str) {
+        self.respond(reg, type_url, false).await;
+    }
 }
 
 impl Delta {
-    async fn run(mut self, mut inbound: Streaming<DeltaDiscoveryRequest>) {
-        let reg = Registration::new(&self.inner, "delta");
-        let mut snapshots = self.inner.snapshots.clone();
-        loop {
-            tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => {
-                        if let Err(e) = self.on_request(&reg, req).await {
-                            let _ = self.tx.send(Err(e)).await;
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::debug!(connection = reg.id, error = %e, "stream ended");
-                        return;
-                    }
-                },
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    if let Some(p) = &self.proxy {
-                        let snap = self.inner.snapshots.borrow().clone();
-                        self.current = self.inner.generator.generate(&snap, p);
-                        for t in resources::TYPES {
-                            if self.types.contains_key(t) {
-                                self.respond(&reg, t, false).await;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn on_request(
-        &mut self,
-        reg: &Registration,
-        req: DeltaDiscoveryRequest,
-    ) -> Result<(), Status> {
-        if self.proxy.is_none() {
-            let node = req.node.as_ref().ok_or_else(|| {
-                Status::invalid_argument(crate::proxy::ProxyError::NoNode.to_string())
-            })?;
-            let proxy =
-                Proxy::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            tracing::info!(proxy = %proxy.id, cluster = %proxy.cluster, network = %proxy.network, "proxy connected (Delta)");
-            reg.update(|c| c.proxy = Some(proxy.clone()));
-            let snap = self.inner.snapshots.borrow().clone();
-            self.current = self.inner.generator.generate(&snap, &proxy);
-            self.proxy = Some(proxy);
-        }
+    async fn request(&mut self, reg: &Registration, req: DeltaDiscoveryRequest) {
         let type_url = req.type_url.clone();
         let state = self.types.entry(type_url.clone()).or_default();
         if !req.response_nonce.is_empty() {
             if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
-                return Ok(());
+                return;
             }
             if let Some(err) = nack_message(&req.error_detail) {
-                tracing::warn!(proxy = ?self.proxy.as_ref().map(|p| &p.id), r#type = resources::short(&type_url), error = %err, "proxy rejected config (NACK); it keeps its last accepted config");
+                tracing::warn!(proxy = ?self.conn.proxy.as_ref().map(|p| &p.id), r#type = resources::short(&type_url), error = %err, "proxy rejected config (NACK); it keeps its last accepted config");
                 status_of(reg, &type_url, |s| s.nack = Some(err));
-                return Ok(());
+                return;
             }
             let version = state.sent_version.clone();
             status_of(reg, &type_url, |s| {
@@ -532,7 +569,6 @@ impl Delta {
             }
         }
         self.respond(reg, &type_url, first).await;
-        Ok(())
     }
 
     /// Sends what changed for the type: new or changed resources, and removed names.
@@ -541,7 +577,7 @@ impl Delta {
             return;
         };
         let empty = BTreeMap::new();
-        let all = self.current.of(type_url).unwrap_or(&empty);
+        let all = self.conn.current.of(type_url).unwrap_or(&empty);
         let wanted: Vec<&Resource> = if state.wildcard {
             all.values().collect()
         } else {
@@ -562,8 +598,8 @@ impl Delta {
         if changed.is_empty() && removed.is_empty() && !always {
             return;
         }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
+        self.conn.nonce += 1;
+        let nonce = self.conn.nonce.to_string();
         for r in &changed {
             state.known.insert(r.name.clone(), r.version.clone());
         }
@@ -595,7 +631,7 @@ impl Delta {
             state.names.iter().cloned().collect()
         };
         let (count, total) = (changed.len(), wanted.len());
-        tracing::debug!(proxy = ?self.proxy.as_ref().map(|p| &p.id), r#type = resources::short(type_url), changed = count, removed = removed.len(), "push");
+        tracing::debug!(proxy = ?self.conn.proxy.as_ref().map(|p| &p.id), r#type = resources::short(type_url), changed = count, removed = removed.len(), "push");
         status_of(reg, type_url, |s| {
             s.sent_version = Some(response.system_version_info.clone());
             s.sent_nonce = Some(nonce);
@@ -603,6 +639,6 @@ impl Delta {
             s.pushes += 1;
             s.subscribed = subscribed;
         });
-        let _ = self.tx.send(Ok(response)).await;
+        let _ = self.conn.tx.send(Ok(response)).await;
     }
 }
