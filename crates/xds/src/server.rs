@@ -421,16 +421,19 @@ impl Sotw {
     /// Sends the type's resources if they differ from what was last sent (always on the
     /// first request of a type).
     async fn respond(&mut self, reg: &Registration, type_url: &str, reason: &str) {
+        // Most pushes change nothing for this proxy and type: decide that before copying.
+        let version = ProxyResources::version_of(self.selected(type_url).into_iter());
+        if self
+            .types
+            .get(type_url)
+            .and_then(|t| t.sent_version.as_deref())
+            == Some(version.as_str())
+        {
+            // Sent already, or resumed on reconnect with this version.
+            return;
+        }
         let selected: Vec<Resource> = self.selected(type_url).into_iter().cloned().collect();
-        let version = ProxyResources::version_of(selected.iter());
         let state = self.types.entry(type_url.to_string()).or_default();
-        if state.sent_nonce.is_some() && state.sent_version.as_deref() == Some(version.as_str()) {
-            return;
-        }
-        if state.sent_nonce.is_none() && state.sent_version.as_deref() == Some(version.as_str()) {
-            // Resumed without a resend, and nothing changed since.
-            return;
-        }
         let incremental = !resources::wildcard_by_default(type_url) && state.sent_nonce.is_some();
         if let Some(names) = &state.names {
             state.sent_resources.retain(|n, _| names.contains(n));
