@@ -255,11 +255,7 @@ impl<'a> World<'a> {
 
     /// Istio's short-name resolution: a name without dots is a Service in `ns`.
     fn resolve(&self, host: &str, ns: &str) -> String {
-        if host.contains('.') || host.starts_with('*') {
-            host.to_string()
-        } else {
-            format!("{host}.{ns}.svc.{}", self.domain)
-        }
+        isthmus_model::istio::resolve_host(host, ns, self.domain)
     }
 
     fn host_exists(&self, host: &str) -> bool {

@@ -36,6 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::codes;
+use crate::istio::validate::host_subset_of;
 use crate::{ClusterId, Diagnostic, NetworkId};
 
 #[derive(Debug, thiserror::Error)]
@@ -166,31 +167,8 @@ pub struct Settings {
     pub cluster_local: bool,
 }
 
-/// Parses durations as Istio writes them: `30s`, `500ms`, `1m`, `1h`, `1.5s`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ns" => n / 1e9,
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-/// Matches a host against a pattern that may start with `*` (Istio's wildcard hosts).
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some(suffix) => host.ends_with(suffix),
-        None => pattern == host,
-    }
-}
+/// Durations as Istio writes them (`30s`, `500ms`, `1m30s`): the parser Istio config uses.
+pub use crate::istio::validate::parse_duration;
 
 impl MeshConfig {
     /// Reads and validates `mesh.yaml`.
@@ -383,7 +361,7 @@ impl MeshConfig {
         self.service_settings
             .iter()
             .filter(|s| s.settings.cluster_local)
-            .any(|s| s.hosts.iter().any(|p| host_matches(p, host)))
+            .any(|s| s.hosts.iter().any(|p| host_subset_of(host, p)))
     }
 }
 

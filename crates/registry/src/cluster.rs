@@ -55,7 +55,6 @@ struct PodInfo {
     labels: Labels,
     ips: Vec<IpAddr>,
     node: Option<Str>,
-    service_account: Str,
     ready: bool,
     /// Deleted, Succeeded or Failed: not an endpoint.
     terminal: bool,
@@ -121,10 +120,6 @@ impl PodInfo {
             labels: intern_labels(p.metadata.labels.as_ref()),
             ips: pod_ips(p),
             node: spec.and_then(|s| s.node_name.as_deref()).map(intern),
-            service_account: intern(
-                spec.and_then(|s| s.service_account_name.as_deref())
-                    .unwrap_or("default"),
-            ),
             ready: pod_ready(p),
             terminal: p.metadata.deletion_timestamp.is_some()
                 || matches!(pod_phase(p), Some("Succeeded" | "Failed")),
@@ -241,8 +236,6 @@ pub struct ClusterState {
     pods_by_label: HashMap<(Str, Str, Str), BTreeSet<Str>>,
     /// Per namespace: Services with a selector, ServiceEntries with a workloadSelector.
     selectors: HashMap<Str, BTreeMap<ObjectKey, BTreeMap<String, String>>>,
-    /// Per namespace: ServiceEntries (recomputed when WorkloadEntries change).
-    service_entries: HashMap<Str, BTreeSet<Str>>,
     /// Hostnames each Service / ServiceEntry produced.
     unit_hosts: HashMap<ObjectKey, Vec<Hostname>>,
     derived: HashMap<Hostname, Arc<ClusterService>>,
@@ -288,7 +281,6 @@ impl ClusterState {
             pods_by_ip: HashMap::new(),
             pods_by_label: HashMap::new(),
             selectors: HashMap::new(),
-            service_entries: HashMap::new(),
             unit_hosts: HashMap::new(),
             derived: HashMap::new(),
             system_network: None,
@@ -414,12 +406,6 @@ impl ClusterState {
             }
             Entry::Object(o) => match &**o {
                 Object::Service(_) | Object::ServiceEntry(_) => {
-                    if key.kind == Kind::ServiceEntry {
-                        self.service_entries
-                            .entry(key.namespace.clone())
-                            .or_default()
-                            .insert(key.name.clone());
-                    }
                     if let Some(sel) = unit_selector(o) {
                         self.selectors
                             .entry(key.namespace.clone())
@@ -492,9 +478,6 @@ impl ClusterState {
                 Object::Service(_) | Object::ServiceEntry(_) => {
                     if let Some(m) = self.selectors.get_mut(&key.namespace) {
                         m.remove(key);
-                    }
-                    if key.kind == Kind::ServiceEntry {
-                        remove(&mut self.service_entries, key.namespace.clone(), &key.name);
                     }
                 }
                 Object::Node(_) => {

@@ -85,7 +85,7 @@ impl MeshContext {
     pub fn is_cluster_local(&self, host: &str) -> bool {
         self.cluster_local_hosts
             .iter()
-            .any(|p| isthmus_model::mesh::host_matches(p, host))
+            .any(|p| isthmus_model::istio::validate::host_subset_of(host, p))
     }
 
     /// The network of an endpoint after its pod label and its cluster's system

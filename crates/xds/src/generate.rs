@@ -265,14 +265,11 @@ impl IstioGenerator {
             let Object::DestinationRule(dr) = &**obj else {
                 continue;
             };
-            let host = if dr.spec.host.contains('.') {
-                dr.spec.host.clone()
-            } else {
-                format!(
-                    "{}.{}.svc.{}",
-                    dr.spec.host, key.namespace, self.domain_suffix
-                )
-            };
+            let host = isthmus_model::istio::resolve_host(
+                &dr.spec.host,
+                &key.namespace,
+                &self.domain_suffix,
+            );
             let entry = out.entry(host).or_default();
             for s in &dr.spec.subsets {
                 if !entry.iter().any(|(n, _)| n == &s.name) {

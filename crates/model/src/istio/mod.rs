@@ -55,6 +55,16 @@ impl<S> IstioConfig<S> {
     }
 }
 
+/// Istio's short-name resolution: a host without dots (and not a wildcard) names a
+/// Service in `namespace`; anything else is taken as written.
+pub fn resolve_host(host: &str, namespace: &str, domain_suffix: &str) -> String {
+    if host.contains('.') || host.starts_with('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{namespace}.svc.{domain_suffix}")
+    }
+}
+
 /// One problem with one field of a spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldIssue {
