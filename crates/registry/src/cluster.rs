@@ -972,7 +972,11 @@ impl ClusterState {
         let origin = Origin::ServiceEntry {
             name: format!("{}/{}", key.namespace, key.name),
             mesh_internal: spec.location == Some(Location::MeshInternal),
-            resolution: format!("{resolution:?}").to_uppercase(),
+            // Istio's spelling (DNS_ROUND_ROBIN), from the type's own serde names.
+            resolution: serde_json::to_value(resolution)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
         };
         spec.hosts
             .iter()

@@ -508,3 +508,17 @@ fn duplicate_objects_across_files_are_reported_and_the_first_file_wins() {
     let svc = reviews(&loaded.registry);
     assert_eq!(svc.clusters[&ClusterId::new("c1")].vips, ["198.18.100.1"]);
 }
+
+#[test]
+fn service_entry_origin_names_the_resolution_as_istio_spells_it() {
+    let m = Mesh::new(TWO_CLUSTERS, &["c1", "c2"]);
+    m.write("c1/se.yaml", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: ext\n  namespace: default\nspec:\n  hosts: [api.example.test]\n  resolution: DNS_ROUND_ROBIN\n  ports: [{number: 443, name: tls, protocol: TLS}]\n");
+    let snap = load(&m.mesh()).registry.snapshot();
+    let cs = &snap.service("api.example.test").unwrap().clusters[&ClusterId::new("c1")];
+    match &cs.origin {
+        isthmus_registry::Origin::ServiceEntry { resolution, .. } => {
+            assert_eq!(resolution, "DNS_ROUND_ROBIN")
+        }
+        o => panic!("{o:?}"),
+    }
+}
