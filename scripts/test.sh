@@ -4,6 +4,7 @@
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 ensure_build_tools
+ensure_traffic_tools
 ensure_envoy
 
 say "cargo fmt --check"

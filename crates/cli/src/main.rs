@@ -84,6 +84,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         debug_address: std::net::SocketAddr,
     },
+    /// Stand-ins for Istio's sample apps, for tests and demos.
+    App {
+        #[command(subcommand)]
+        app: App,
+    },
     /// Benchmarks that print their figures.
     Bench {
         #[command(subcommand)]
@@ -215,6 +220,29 @@ impl AgentArgs {
 }
 
 #[derive(Subcommand)]
+enum App {
+    /// An HTTP server that answers any request with who it is (service, version, pod,
+    /// cluster), the method, path and headers it received.
+    Echo {
+        /// An address to listen on (repeatable).
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+        listen: Vec<SocketAddr>,
+        #[arg(long, default_value = "echo")]
+        service: String,
+        #[arg(long, default_value = "v1")]
+        version: String,
+        /// The pod's name (default: the host name).
+        #[arg(long, env = "POD_NAME")]
+        pod: Option<String>,
+        #[arg(long, default_value = "")]
+        cluster: String,
+        /// The status of every answer (a request's `?status=N` overrides it).
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        status: u16,
+    },
+}
+
+#[derive(Subcommand)]
 enum Bench {
     /// Build a registry of synthetic clusters and measure time, memory and the cost of one change.
     Registry {
@@ -248,7 +276,7 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Registry { .. } | Command::Analyze { .. } | Command::Bench { .. } => "error",
         // The agent's own events and Envoy's log lines (target `envoy`).
-        Command::Agent(_) | Command::Discovery { .. } => "info",
+        Command::Agent(_) | Command::Discovery { .. } | Command::App { .. } => "info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -339,6 +367,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 debug_address,
             };
             runtime.block_on(isthmus_xds::discovery::run(mesh, opts, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::App {
+            app:
+                App::Echo {
+                    listen,
+                    service,
+                    version,
+                    pod,
+                    cluster,
+                    status,
+                },
+        } => {
+            let config = isthmus_apps::echo::EchoConfig {
+                identity: isthmus_apps::Identity {
+                    service,
+                    version,
+                    pod: pod.unwrap_or_else(isthmus_agent::host_name),
+                    cluster,
+                },
+                listen,
+                status,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(async {
+                let server = isthmus_apps::echo::bind(&config).await?;
+                tracing::info!(addresses = ?server.local_addrs(), identity = %config.identity, "echo serving");
+                server.serve(shutdown_signal()).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -66,6 +66,23 @@ fn default_refresh() -> String {
     "30s".into()
 }
 
+/// `outboundTrafficPolicy: {mode: ALLOW_ANY | REGISTRY_ONLY}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    #[serde(default)]
+    pub mode: OutboundMode,
+}
+
+/// Unknown destinations pass through (ALLOW_ANY, the default) or are dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundMode {
+    #[default]
+    AllowAny,
+    RegistryOnly,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeshConfig {
@@ -89,6 +106,10 @@ pub struct MeshConfig {
     pub default_service_export_to: Vec<String>,
     #[serde(default = "default_refresh")]
     pub gateway_hostname_refresh: String,
+    /// What sidecars do with traffic to hosts the mesh doesn't know (Istio's
+    /// meshConfig.outboundTrafficPolicy).
+    #[serde(default)]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
     /// The directory `mesh.yaml` was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -219,6 +219,8 @@ pub struct ClusterDelta {
     pub gateways: bool,
     /// Istio config objects that changed.
     pub config: Vec<ObjectKey>,
+    /// Secrets that changed (gateway certificates, by `credentialName`).
+    pub secrets: Vec<ObjectKey>,
 }
 
 type NsName = (Str, Str);
@@ -374,6 +376,8 @@ impl ClusterState {
         }
         if key.kind.is_istio() {
             delta.config.push(key.clone());
+        } else if key.kind == Kind::Secret {
+            delta.secrets.push(key.clone());
         }
         for o in old.iter().chain(new.iter()) {
             if o.object().is_some_and(is_gateway_service) {

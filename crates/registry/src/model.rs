@@ -179,11 +179,16 @@ pub struct ChangeEvent {
     pub gateways: bool,
     /// Istio config objects added, changed or removed.
     pub config: BTreeSet<ObjectKey>,
+    /// Secrets added, changed or removed, by cluster.
+    pub secrets: BTreeSet<(ClusterId, ObjectKey)>,
 }
 
 impl ChangeEvent {
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && !self.gateways && self.config.is_empty()
+        self.services.is_empty()
+            && !self.gateways
+            && self.config.is_empty()
+            && self.secrets.is_empty()
     }
 
     pub fn merge(&mut self, other: ChangeEvent) {
@@ -192,5 +197,6 @@ impl ChangeEvent {
         }
         self.gateways |= other.gateways;
         self.config.extend(other.config);
+        self.secrets.extend(other.secrets);
     }
 }

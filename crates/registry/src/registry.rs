@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub gateways: Arc<[Gateway]>,
     /// Istio config objects from the config clusters.
     pub config: imbl::OrdMap<ObjectKey, Arc<Object>>,
+    /// Secrets of every cluster (gateway certificates), by cluster and object.
+    pub secrets: imbl::OrdMap<(ClusterId, ObjectKey), Arc<Object>>,
     pub sync: BTreeMap<ClusterId, SyncState>,
 }
 
@@ -66,6 +68,7 @@ pub struct Registry {
     /// Gateway hostnames and the addresses they last resolved to.
     resolved: HashMap<String, Vec<IpAddr>>,
     config: imbl::OrdMap<ObjectKey, Arc<Object>>,
+    secrets: imbl::OrdMap<(ClusterId, ObjectKey), Arc<Object>>,
     sync: BTreeMap<ClusterId, SyncState>,
     version: u64,
 }
@@ -90,6 +93,7 @@ impl Registry {
             gateways: Arc::from([]),
             resolved: HashMap::new(),
             config: imbl::OrdMap::new(),
+            secrets: imbl::OrdMap::new(),
             sync: mesh
                 .clusters
                 .iter()
@@ -154,6 +158,17 @@ impl Registry {
                 }
             }
         }
+        for key in delta.secrets {
+            let k = (cluster.clone(), key);
+            let new = state.get_shared(&k.1).cloned();
+            let old = match &new {
+                Some(o) => self.secrets.insert(k.clone(), o.clone()),
+                None => self.secrets.remove(&k),
+            };
+            if old.as_deref() != new.as_deref() {
+                event.secrets.insert(k);
+            }
+        }
         if delta.gateways {
             event.gateways = self.refresh_gateways();
         }
@@ -211,6 +226,7 @@ impl Registry {
             services: self.services.clone(),
             gateways: self.gateways.clone(),
             config: self.config.clone(),
+            secrets: self.secrets.clone(),
             sync: self.sync.clone(),
         }
     }

@@ -1,7 +1,7 @@
 //! `isthmus discovery`: the registry controller, the ADS server on gRPC, and the debug
 //! HTTP API (`/ready`, `/debug/syncz`, `/debug/registryz`, `/debug/config_dump`).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,8 +12,9 @@ use axum::routing::get;
 use isthmus_model::MeshConfig;
 use isthmus_registry::Controller;
 use isthmus_registry::report::RegistryReport;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::dump;
 use crate::generate::IstioGenerator;
 use crate::resources;
 use crate::server::DiscoveryServer;
@@ -61,7 +62,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DiscoveryError> {
     let controller = Arc::new(Controller::start(&mesh));
-    let generator = Arc::new(IstioGenerator::new(&mesh.domain_suffix));
+    let generator = Arc::new(IstioGenerator::for_mesh(&mesh));
     let server = DiscoveryServer::new(controller.watch(), generator);
     let grpc = tokio::net::TcpListener::bind(opts.grpc_address)
         .await
@@ -156,20 +157,58 @@ async fn registryz(State(s): State<AppState>) -> impl IntoResponse {
 struct DumpQuery {
     #[serde(rename = "proxyID")]
     proxy_id: String,
+    /// Comma-separated sections to show: `cds`, `eds`, `lds`, `rds`; all if absent.
+    types: Option<String>,
+    /// `proto`: snake_case field names, as Envoy's admin `/config_dump` prints them
+    /// (default `json`: canonical proto3 JSON, lowerCamelCase).
+    names: Option<String>,
 }
 
-#[derive(Serialize)]
-struct DumpedResource {
-    name: String,
-    version: String,
-    bytes: usize,
-}
-
+/// What the proxy receives, shaped like Envoy's admin `/config_dump`.
 async fn config_dump(
     State(s): State<AppState>,
     Query(q): Query<DumpQuery>,
 ) -> axum::response::Response {
-    let Some((proxy, res)) = s.server.config_for(&q.proxy_id) else {
+    let types = match &q.types {
+        None => None,
+        Some(list) => {
+            let wanted: BTreeSet<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect();
+            let known: Vec<&str> = resources::TYPES
+                .iter()
+                .map(|t| resources::short(t))
+                .collect();
+            if let Some(bad) = wanted.iter().find(|t| !known.contains(&t.as_str())) {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown type {bad:?} in types=; known: {}\n",
+                        known.join(",")
+                    ),
+                )
+                    .into_response();
+            }
+            Some(wanted)
+        }
+    };
+    let proto_names = match q.names.as_deref() {
+        None | Some("json") => false,
+        Some("proto") => true,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown names={other:?}; known: json (lowerCamelCase), proto (snake_case)\n"
+                ),
+            )
+                .into_response();
+        }
+    };
+    let Some((_proxy, res)) = s.server.config_for(&q.proxy_id) else {
         let known: Vec<String> = s
             .server
             .statuses()
@@ -185,21 +224,10 @@ async fn config_dump(
         )
             .into_response();
     };
-    let types: BTreeMap<&str, Vec<DumpedResource>> = res
-        .by_type
-        .iter()
-        .map(|(t, m)| {
-            (
-                resources::short(t),
-                m.values()
-                    .map(|r| DumpedResource {
-                        name: r.name.clone(),
-                        version: r.version.clone(),
-                        bytes: r.any.value.len(),
-                    })
-                    .collect(),
-            )
-        })
-        .collect();
-    Json(serde_json::json!({ "proxy": proxy, "resources": types })).into_response()
+    let opts = dump::DumpOptions {
+        versions: true,
+        types,
+        proto_names,
+    };
+    Json(dump::config_dump_with(&res, &opts)).into_response()
 }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod discovery;
+pub mod dump;
 pub mod generate;
 pub mod proxy;
 pub mod resources;

@@ -459,7 +459,8 @@ fn is_known_http_status(code: u32) -> bool {
         | 429 | 431 | 451 | 500..=508 | 510 | 511)
 }
 
-const GRPC_STATUSES: &[&str] = &[
+/// gRPC status names, at the index of their code.
+pub const GRPC_STATUSES: &[&str] = &[
     "OK",
     "CANCELLED",
     "UNKNOWN",

@@ -1,0 +1,107 @@
+//! Test support for real-traffic tests: each test gets a network namespace of its own
+//! ([`Netns`]) in which it starts the control plane, agents with real Envoy and the
+//! sample apps, sends requests with the system `curl` ([`Curl`]) and waits for
+//! conditions with deadlines. Everything it started is killed and the namespace
+//! deleted when the [`Netns`] is dropped, also when the test panics; a failing test
+//! shows the tail of every process's log.
+//!
+//! Such tests need root (network namespaces, iptables), `ip`, `iptables`, `curl` and
+//! Envoy: [`require_root`] and [`require_envoy`] say why a test is skipped, except under
+//! `CI=true`, where a missing piece is a failure.
+//!
+//! Addresses: tests use loopback addresses inside their namespace and invented ones
+//! from 198.18.0.0/15 only.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stderr)]
+
+pub mod curl;
+pub mod isthmus;
+pub mod netns;
+
+use std::path::{Path, PathBuf};
+
+pub use curl::{Curl, Reply};
+pub use netns::{Netns, Pid, cleanup_stale, poll_until};
+
+/// Whether `CI=true`: nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips (`false`, with the reason on stderr) or, under `CI=true`, panics.
+fn skip(test_name: &str, why: &str) -> bool {
+    if in_ci() {
+        panic!("{test_name}: {why}; CI=true, so this is a failure");
+    }
+    eprintln!("skipping {test_name}: {why}");
+    false
+}
+
+/// `program` on `PATH` (or in /usr/sbin and /sbin, where `ip` and `iptables` live and
+/// which a non-root `PATH` may lack).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// True if this process is root and `ip`, `iptables` and `curl` exist. Otherwise the
+/// test should return: this prints why it is skipped, or panics under `CI=true`.
+pub fn require_root(test_name: &str) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root (network namespaces and iptables need it)".to_string());
+    }
+    for program in ["ip", "iptables", "curl"] {
+        if find_program(program).is_none() {
+            missing.push(format!(
+                "`{program}` (apt-get install {})",
+                match program {
+                    "ip" => "iproute2",
+                    p => p,
+                }
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    skip(test_name, &format!("needs {}", missing.join(", ")))
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Envoy from `ISTHMUS_ENVOY`, the virtualenv `scripts/envoy.sh` makes (`.venv` at
+/// the workspace root), or `PATH`.
+pub fn find_envoy() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ISTHMUS_ENVOY").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let venv = workspace_root().join(".venv");
+    std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .chain([venv.join("bin/envoy")])
+        .find(|p| p.is_file())
+        .or_else(|| find_program("envoy"))
+}
+
+/// Envoy (see [`find_envoy`]), or `None` after printing why the test is skipped;
+/// panics under `CI=true`.
+pub fn require_envoy(test_name: &str) -> Option<PathBuf> {
+    let envoy = find_envoy();
+    if envoy.is_none() {
+        skip(
+            test_name,
+            "Envoy not found (run scripts/envoy.sh or set ISTHMUS_ENVOY)",
+        );
+    }
+    envoy
+}

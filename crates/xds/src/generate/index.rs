@@ -1,0 +1,303 @@
+//! What generation looks up in a snapshot's Istio config, indexed once per snapshot
+//! version: VirtualServices by the gateway they bind to, DestinationRules by host,
+//! Gateways, and which services each workload address serves (inbound).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use isthmus_model::istio::{DestinationRule, Gateway, IstioConfig, VirtualService, resolve_host};
+use isthmus_model::{ClusterId, Object, ObjectKey, Protocol};
+use isthmus_registry::{Address, Snapshot};
+
+/// Istio's name for sidecars in `gateways` lists.
+pub const MESH: &str = "mesh";
+
+/// A VirtualService with its key and its hosts resolved in its namespace.
+#[derive(Debug)]
+pub struct VsEntry {
+    pub key: ObjectKey,
+    pub vs: Arc<VirtualService>,
+    /// Hosts, short names resolved (`reviews` → `reviews.default.svc.cluster.local`).
+    pub hosts: Vec<String>,
+    /// Gateways as `namespace/name`, or `mesh`.
+    pub gateways: Vec<String>,
+}
+
+impl VsEntry {
+    /// Whether the VirtualService is visible to proxies in `namespace` (exportTo).
+    pub fn visible_to(&self, namespace: &str) -> bool {
+        export_visible(&self.vs.export_to, &self.key.namespace, namespace)
+    }
+}
+
+/// A DestinationRule with its key and resolved host.
+#[derive(Debug)]
+pub struct DrEntry {
+    pub key: ObjectKey,
+    pub dr: Arc<IstioConfig<DestinationRule>>,
+    pub host: String,
+}
+
+/// One port a workload serves: the endpoint (target) port and the protocol of the
+/// service port behind it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboundPort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// The index of one snapshot version.
+#[derive(Debug, Default)]
+pub struct ConfigIndex {
+    pub version: u64,
+    /// Changes exactly when the Istio config or the secrets change (a new index of an
+    /// unchanged config keeps its epoch).
+    pub epoch: u64,
+    config: imbl::OrdMap<ObjectKey, Arc<Object>>,
+    secrets: imbl::OrdMap<(ClusterId, ObjectKey), Arc<Object>>,
+    /// VirtualServices in Istio's precedence order (creation time, then namespace/name).
+    pub virtual_services: Vec<Arc<VsEntry>>,
+    /// Delegate candidates by (namespace, name).
+    pub by_name: HashMap<(String, String), Arc<VsEntry>>,
+    pub destination_rules: Vec<Arc<DrEntry>>,
+    pub gateways: Vec<(ObjectKey, Arc<IstioConfig<Gateway>>)>,
+    /// Ports each workload address serves, by (cluster, IP).
+    pub inbound: HashMap<(ClusterId, IpAddr), Vec<InboundPort>>,
+    /// Whether any VirtualService matches on the caller's labels (then proxies with
+    /// different labels may get different routes).
+    pub uses_source_labels: bool,
+}
+
+/// Istio's exportTo rule for config objects: empty or `*` everywhere, `.` the object's
+/// own namespace, otherwise the listed namespaces.
+pub fn export_visible(export_to: &[String], own: &str, namespace: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || (e == "." && own == namespace) || e == namespace)
+}
+
+fn creation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| format!("{:?}", t.0))
+        .unwrap_or_default()
+}
+
+impl ConfigIndex {
+    /// Indexes a snapshot; the config part is taken from `previous` when the config
+    /// and secrets are unchanged.
+    pub fn build(snapshot: &Snapshot, domain: &str, previous: Option<&ConfigIndex>) -> Self {
+        let mut out = match previous {
+            Some(p) if p.config.ptr_eq(&snapshot.config) && p.secrets.ptr_eq(&snapshot.secrets) => {
+                ConfigIndex {
+                    version: snapshot.version,
+                    epoch: p.epoch,
+                    config: p.config.clone(),
+                    secrets: p.secrets.clone(),
+                    virtual_services: p.virtual_services.clone(),
+                    by_name: p.by_name.clone(),
+                    destination_rules: p.destination_rules.clone(),
+                    gateways: p.gateways.clone(),
+                    inbound: HashMap::new(),
+                    uses_source_labels: p.uses_source_labels,
+                }
+            }
+            _ => {
+                let mut i = Self::build_config(snapshot, domain);
+                i.epoch = previous.map_or(0, |p| p.epoch + 1);
+                i
+            }
+        };
+        out.build_inbound(snapshot);
+        out
+    }
+
+    fn build_config(snapshot: &Snapshot, domain: &str) -> Self {
+        let mut out = ConfigIndex {
+            version: snapshot.version,
+            config: snapshot.config.clone(),
+            secrets: snapshot.secrets.clone(),
+            ..Default::default()
+        };
+        let mut vss = Vec::new();
+        for (key, obj) in snapshot.config.iter() {
+            match &**obj {
+                Object::VirtualService(c) => {
+                    let ns = &*key.namespace;
+                    let gateways = if c.spec.gateways.is_empty() {
+                        vec![MESH.to_string()]
+                    } else {
+                        c.spec
+                            .gateways
+                            .iter()
+                            .map(|g| qualify_gateway(g, ns))
+                            .collect()
+                    };
+                    let uses_source = c
+                        .spec
+                        .http
+                        .iter()
+                        .any(|h| h.r#match.iter().any(|m| !m.source_labels.is_empty()))
+                        || c.spec
+                            .tcp
+                            .iter()
+                            .any(|t| t.r#match.iter().any(|m| !m.source_labels.is_empty()))
+                        || c.spec
+                            .tls
+                            .iter()
+                            .any(|t| t.r#match.iter().any(|m| !m.source_labels.is_empty()));
+                    out.uses_source_labels |= uses_source;
+                    let entry = Arc::new(VsEntry {
+                        key: key.clone(),
+                        vs: Arc::new(c.spec.clone()),
+                        hosts: c
+                            .spec
+                            .hosts
+                            .iter()
+                            .map(|h| resolve_host(h, ns, domain))
+                            .collect(),
+                        gateways,
+                    });
+                    out.by_name
+                        .insert((ns.to_string(), key.name.to_string()), entry.clone());
+                    vss.push((creation(&c.metadata), entry));
+                }
+                Object::DestinationRule(c) => out.destination_rules.push(Arc::new(DrEntry {
+                    key: key.clone(),
+                    host: resolve_host(&c.spec.host, &key.namespace, domain),
+                    dr: Arc::new((*c).clone()),
+                })),
+                Object::Gateway(c) => out.gateways.push((key.clone(), Arc::new((*c).clone()))),
+                _ => {}
+            }
+        }
+        vss.sort_by(|a, b| {
+            (&a.0, &a.1.key.namespace, &a.1.key.name).cmp(&(
+                &b.0,
+                &b.1.key.namespace,
+                &b.1.key.name,
+            ))
+        });
+        // Delegates (VirtualServices without hosts) only apply through their parents.
+        out.virtual_services = vss
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| !e.hosts.is_empty())
+            .collect();
+        out
+    }
+
+    /// Which ports each workload address serves.
+    fn build_inbound(&mut self, snapshot: &Snapshot) {
+        let out = self;
+        for svc in snapshot.services.values() {
+            for cs in svc.clusters.values() {
+                for e in cs.endpoints.iter() {
+                    let Address::Ip(ip) = e.address else {
+                        continue;
+                    };
+                    for p in cs.ports.iter() {
+                        let Some(target) = e.port_for(p) else {
+                            continue;
+                        };
+                        let ports = out.inbound.entry((cs.cluster.clone(), ip)).or_default();
+                        let ip = InboundPort {
+                            port: target,
+                            protocol: p.protocol,
+                        };
+                        if !ports.iter().any(|x| x.port == ip.port) {
+                            ports.push(ip);
+                        }
+                    }
+                }
+            }
+        }
+        for ports in out.inbound.values_mut() {
+            ports.sort();
+        }
+    }
+
+    /// VirtualServices bound to `gateway` (`mesh` or `namespace/name`) and visible to
+    /// proxies in `namespace`.
+    pub fn bound_to<'a>(
+        &'a self,
+        gateway: &'a str,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<VsEntry>> + 'a {
+        self.virtual_services.iter().filter(move |e| {
+            e.gateways.iter().any(|g| g == gateway) && (gateway != MESH || e.visible_to(namespace))
+        })
+    }
+
+    /// The DestinationRule in effect for `host` for a proxy in `namespace`: Istio's
+    /// lookup order — the proxy's namespace, then the host's namespace, then any other
+    /// exported to the proxy; an exact host before a wildcard.
+    pub fn destination_rule(
+        &self,
+        host: &str,
+        proxy_ns: &str,
+        service_ns: &str,
+    ) -> Option<&Arc<DrEntry>> {
+        let candidates: Vec<&Arc<DrEntry>> = self
+            .destination_rules
+            .iter()
+            .filter(|d| host_matches(&d.host, host))
+            .filter(|d| {
+                export_visible(&d.dr.spec.export_to, &d.key.namespace, proxy_ns)
+                    && d.dr.spec.workload_selector.is_none()
+            })
+            .collect();
+        let rank = |d: &DrEntry| {
+            let ns_rank = if *d.key.namespace == *proxy_ns {
+                0
+            } else if *d.key.namespace == *service_ns {
+                1
+            } else {
+                2
+            };
+            let exact = if d.host == host { 0 } else { 1 };
+            // A more specific wildcard wins over a broader one.
+            (exact, ns_rank, usize::MAX - d.host.len())
+        };
+        candidates.into_iter().min_by_key(|d| rank(d))
+    }
+
+    /// Gateways whose selector matches a router's labels.
+    pub fn gateways_for<'a>(
+        &'a self,
+        labels: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a (ObjectKey, Arc<IstioConfig<Gateway>>)> + 'a {
+        self.gateways.iter().filter(move |(_, g)| {
+            !g.spec.selector.is_empty()
+                && g.spec
+                    .selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k).is_some_and(|x| x == v))
+        })
+    }
+}
+
+/// `name` or `namespace/name` → `namespace/name`; `mesh` stays `mesh`.
+pub fn qualify_gateway(g: &str, namespace: &str) -> String {
+    if g == MESH || g.contains('/') {
+        g.to_string()
+    } else if let Some((name, ns)) = g.split_once('.') {
+        // The legacy `name.namespace` form.
+        format!("{ns}/{name}")
+    } else {
+        format!("{namespace}/{g}")
+    }
+}
+
+/// Whether a config host (exact or `*.suffix`, or `*`) covers a service hostname.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix),
+        None => pattern == host,
+    }
+}
