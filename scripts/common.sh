@@ -31,9 +31,10 @@ ensure_traffic_tools() {
     command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
     command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || missing+=(iptables)
     command -v curl >/dev/null || missing+=(curl)
+    command -v setpriv >/dev/null || missing+=(util-linux)
     [ ${#missing[@]} -gt 0 ] || return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        say "installing ${missing[*]} (for the real-traffic tests)"
+        say "installing ${missing[*]} (for the lab and the real-traffic tests)"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
         say "note: ${missing[*]} not installed: the real-traffic tests will be skipped (as root: apt-get install ${missing[*]})"

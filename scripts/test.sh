@@ -13,6 +13,10 @@ say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "registry benchmark (figures only; targets are in the README)"
 cargo run --release --locked -q -p isthmus-cli -- bench registry --changes 5000
+if [ "$(id -u)" = 0 ]; then
+    say "lab benchmark (figures only; targets are in the README)"
+    cargo run --release --locked -q -p isthmus-cli -- bench lab
+fi
 say "cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -166,7 +166,6 @@ pub struct AgentConfig {
     /// The control plane's xDS address; default `127.0.0.1:15010`.
     pub discovery_address: DiscoveryAddress,
     /// Envoy's admin address; must be a loopback address. Default `127.0.0.1:15000`.
-    /// Its port also gives Envoy's `--base-id`, so that several Envoys can run on one host.
     pub admin_address: SocketAddr,
     /// The agent serves `GET /healthz/ready` on `0.0.0.0:PORT`; default 15021.
     pub readiness_port: u16,

@@ -2,7 +2,6 @@
 //! tracing events.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -70,13 +69,6 @@ pub async fn version(path: &Path) -> Result<String, Error> {
     Ok(text)
 }
 
-/// Envoy's `--base-id`: the admin port, unique among the Envoys of one host because
-/// each binds its own admin port. (Envoy names its hot-restart shared memory and
-/// domain sockets after it, so two Envoys with one base id collide.)
-pub fn base_id(admin: SocketAddr) -> u32 {
-    u32::from(admin.port())
-}
-
 /// Seconds for Envoy's integer duration flags: at least one, rounded up.
 fn whole_seconds(d: Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
@@ -84,8 +76,13 @@ fn whole_seconds(d: Duration) -> u64 {
 
 /// Envoy's command line (without the binary):
 /// `-c BOOTSTRAP --log-level info --drain-time-s D --parent-shutdown-time-s 2D
-/// --local-address-ip-version v4 --base-id ADMIN_PORT`.
-pub fn args(bootstrap: &Path, admin: SocketAddr, drain: Duration) -> Vec<OsString> {
+/// --local-address-ip-version v4 --disable-hot-restart`.
+///
+/// Hot restart is off, as with Istio's agent: a new Envoy never takes over from an old
+/// one, and without it Envoy keeps no shared memory in /dev/shm — nothing is left
+/// behind when it is killed, and Envoys in separate network namespaces (which share
+/// /dev/shm) cannot collide.
+pub fn args(bootstrap: &Path, drain: Duration) -> Vec<OsString> {
     let drain_s = whole_seconds(drain);
     let mut args: Vec<OsString> = vec!["-c".into(), bootstrap.into()];
     for (flag, value) in [
@@ -93,11 +90,11 @@ pub fn args(bootstrap: &Path, admin: SocketAddr, drain: Duration) -> Vec<OsStrin
         ("--drain-time-s", drain_s.to_string()),
         ("--parent-shutdown-time-s", (2 * drain_s).to_string()),
         ("--local-address-ip-version", "v4".to_string()),
-        ("--base-id", base_id(admin).to_string()),
     ] {
         args.push(flag.into());
         args.push(value.into());
     }
+    args.push("--disable-hot-restart".into());
     args
 }
 
@@ -150,21 +147,13 @@ mod tests {
 
     #[test]
     fn command_line() {
-        let args = args(
-            Path::new("/tmp/x/envoy-rev.json"),
-            "127.0.0.1:15000".parse().unwrap(),
-            Duration::from_secs(5),
-        );
+        let args = args(Path::new("/tmp/x/envoy-rev.json"), Duration::from_secs(5));
         let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
             args.join(" "),
-            "-c /tmp/x/envoy-rev.json --log-level info --drain-time-s 5 --parent-shutdown-time-s 10 --local-address-ip-version v4 --base-id 15000"
+            "-c /tmp/x/envoy-rev.json --log-level info --drain-time-s 5 --parent-shutdown-time-s 10 --local-address-ip-version v4 --disable-hot-restart"
         );
-        let short = super::args(
-            Path::new("b.json"),
-            "127.0.0.1:4000".parse().unwrap(),
-            Duration::from_millis(200),
-        );
+        let short = super::args(Path::new("b.json"), Duration::from_millis(200));
         assert!(short.contains(&OsString::from("1")), "{short:?}");
     }
 

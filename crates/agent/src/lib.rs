@@ -97,7 +97,7 @@ impl Agent {
         let (status_tx, status) = watch::channel(EnvoyStatus::default());
         let supervisor = Supervisor {
             envoy: envoy_binary.clone(),
-            args: envoy::args(&bootstrap_path, config.admin_address, config.drain_duration),
+            args: envoy::args(&bootstrap_path, config.drain_duration),
             admin: config.admin_address,
             drain: config.drain_duration,
             status: status_tx,

@@ -204,11 +204,7 @@ async fn agent_starts_envoy_and_admin_answers() {
     assert_eq!(info["node"]["cluster"], "reviews.bookinfo");
     assert_eq!(info["node"]["metadata"]["CLUSTER_ID"], "cluster1");
     let options = &info["command_line_options"];
-    assert_eq!(
-        options["base_id"],
-        config.admin_address.port().to_string(),
-        "{options}"
-    );
+    assert_eq!(options["disable_hot_restart"], true, "{options}");
     assert_eq!(options["drain_time"], "1s", "{options}");
     assert_eq!(options["parent_shutdown_time"], "2s", "{options}");
     assert_eq!(options["local_address_ip_version"], "v4", "{options}");

@@ -2,14 +2,26 @@
 //! test: each answers HTTP and says who it is, so a test (or a person with `curl`)
 //! can see which workload a request reached and what it arrived with.
 //!
-//! - [`echo`]: answers any request with its identity, the request line and headers.
+//! - [`echo`]: answers any request with its identity, the request line and headers;
+//! - [`helloworld`]: Istio's helloworld (`Hello version: v1, instance: POD`);
+//! - [`bookinfo`]: Istio's Bookinfo (productpage, details, reviews v1/v2/v3, ratings);
+//! - [`run`]: which of them stands in for a container image, as `isthmus app run` and
+//!   `isthmus lab` start them.
 //!
-//! What every app shares lives here: [`Identity`] (which workload this is) and
-//! [`Server`] (listening on several addresses, serving until told to stop).
+//! What every app shares lives here: [`Identity`] (which workload this is), [`Env`] (the
+//! container's environment as the app reads it) and [`Server`] (listening on several
+//! addresses, serving until told to stop). The apps call each other with [`client`].
 #![forbid(unsafe_code)]
 
+pub mod bookinfo;
+pub mod client;
 pub mod echo;
+pub mod helloworld;
+pub mod run;
+#[cfg(test)]
+mod testing;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +47,45 @@ pub enum Error {
     },
     #[error("a server task failed: {0}")]
     Task(String),
+    #[error("cannot start {command:?}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for {command:?} failed: {source}")]
+    Wait {
+        command: String,
+        source: std::io::Error,
+    },
+}
+
+/// A container's environment as an app reads it: what its image sets, then what the
+/// pod spec says (later settings win).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut env = Self::default();
+        for (k, v) in pairs {
+            env.set(k, v);
+        }
+        env
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }
 
 /// Which workload an app instance is: the first line of every answer, e.g.

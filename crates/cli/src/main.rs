@@ -83,11 +83,32 @@ enum Command {
         /// The debug API: /ready, /debug/syncz, /debug/registryz, /debug/config_dump?proxyID=.
         #[arg(long, default_value = "127.0.0.1:8080")]
         debug_address: std::net::SocketAddr,
+        /// A push waits until the registry has been quiet this long (`10ms`, `0` for none).
+        #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+        debounce: Duration,
+        /// …but no longer than this after the first change it carries.
+        #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+        debounce_max: Duration,
     },
     /// Stand-ins for Istio's sample apps, for tests and demos.
     App {
         #[command(subcommand)]
         app: App,
+    },
+    /// Whole clusters on this host without Kubernetes: pods in network namespaces with
+    /// real Envoy sidecars, Istio's sample manifests applied like with kubectl (root).
+    Lab {
+        /// Where the lab keeps its state, logs and the control plane's manifests
+        /// (default: ISTHMUS_LAB_DIR, else /run/isthmus-lab).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        /// The lab's name: its network namespaces are il-NAME and il-NAME-N (default
+        /// ISTHMUS_LAB_NAME, else "lab"); several labs with different names and
+        /// directories can run at once.
+        #[arg(long, global = true, env = "ISTHMUS_LAB_NAME", default_value = "lab")]
+        name: String,
+        #[command(subcommand)]
+        command: isthmus_lab::cli::LabCommand,
     },
     /// Benchmarks that print their figures.
     Bench {
@@ -109,7 +130,7 @@ struct AgentArgs {
     /// The control plane's xDS address.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:15010")]
     discovery_address: isthmus_agent::DiscoveryAddress,
-    /// Envoy's admin address (loopback only); its port is also Envoy's --base-id.
+    /// Envoy's admin address (loopback only).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15000")]
     admin_address: SocketAddr,
     /// The port of GET /healthz/ready, on every address.
@@ -240,6 +261,41 @@ enum App {
         #[arg(long, value_name = "N", default_value_t = 200)]
         status: u16,
     },
+    /// The stand-in for a container image, as `isthmus lab` runs each pod: Bookinfo's
+    /// productpage, details, reviews v1/v2/v3 and ratings, helloworld v1/v2, an idle
+    /// client (curl, sleep, busybox…), or else the echo on every port. Stops on
+    /// SIGTERM/SIGINT.
+    Run {
+        /// The container's image, e.g. `docker.io/istio/examples-bookinfo-reviews-v2:1.20.3`.
+        #[arg(long)]
+        image: String,
+        /// The pod's name (`HOSTNAME` for the app; default: the host name).
+        #[arg(long, env = "POD_NAME")]
+        pod: Option<String>,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value = "")]
+        cluster: String,
+        /// A container port (repeatable; default: the sample's, 9080 or 5000).
+        #[arg(long = "port", value_name = "PORT")]
+        ports: Vec<u16>,
+        /// A container environment variable (repeatable; later wins).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = isthmus_apps::run::parse_key_value)]
+        env: Vec<(String, String)>,
+        /// A pod label (repeatable): `app` and `version` name the echo's service and version.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = isthmus_apps::run::parse_key_value)]
+        labels: Vec<(String, String)>,
+        /// The address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        address: IpAddr,
+        /// Run this shell command line instead of any stand-in (`/bin/sh -c LINE sh
+        /// COMMAND ARGS…`) and exit with its code.
+        #[arg(long, value_name = "SHELL-LINE")]
+        command: Option<String>,
+        /// The container's command and args (only given to `--command`, as "$@").
+        #[arg(last = true, value_name = "COMMAND")]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,8 +313,9 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         changes: usize,
     },
-    /// Simulated proxies (SotW and Delta) against an in-process ADS server: time to first
-    /// config, push convergence, CPU and memory.
+    /// Simulated Envoy sidecars (SotW and Delta) against `isthmus discovery` run as a
+    /// child process: time to a full config, push convergence, the control plane's CPU
+    /// and memory.
     Xds {
         #[arg(long, default_value_t = 100)]
         proxies: usize,
@@ -267,6 +324,28 @@ enum Bench {
         /// Endpoints per service.
         #[arg(long, default_value_t = 2)]
         endpoints: usize,
+        /// Proxies connected one at a time once the others are, for the per-proxy figure.
+        #[arg(long, default_value_t = 20)]
+        new_proxies: usize,
+        /// Endpoint changes timed.
+        #[arg(long, default_value_t = 10)]
+        pushes: usize,
+        /// Passed to `isthmus discovery --debounce`.
+        #[arg(long, value_name = "DURATION")]
+        debounce: Option<String>,
+        /// The `isthmus` binary whose `discovery` is measured (default: this one).
+        #[arg(long, value_name = "PATH")]
+        control_plane: Option<PathBuf>,
+        /// Keep the generated manifests and the control plane's log.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// `isthmus lab up` (topology single) with bookinfo and its ingress gateway, from
+    /// nothing to every pod ready, and the memory of the whole lab (root).
+    Lab {
+        /// Where the benchmark's lab lives while it runs (removed afterwards).
+        #[arg(long, default_value = "/run/isthmus-lab-bench")]
+        dir: PathBuf,
     },
 }
 
@@ -277,6 +356,7 @@ fn main() -> ExitCode {
         Command::Registry { .. } | Command::Analyze { .. } | Command::Bench { .. } => "error",
         // The agent's own events and Envoy's log lines (target `envoy`).
         Command::Agent(_) | Command::Discovery { .. } | Command::App { .. } => "info",
+        Command::Lab { .. } => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -292,6 +372,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A duration in Go's syntax: `10ms`, `1.5s`, `0`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    isthmus_model::istio::validate::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 10ms, 1s or 0"))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -313,6 +399,12 @@ async fn shutdown_signal() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Lab { dir, name, command } => {
+            let dir = isthmus_lab::cli::lab_dir(dir);
+            let mut stdout = std::io::stdout();
+            let code = isthmus_lab::cli::run(command, &dir, &name, &mut stdout)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
         Command::Registry { mesh, output } => {
             let mesh = MeshConfig::load(&mesh)?;
             let loaded = isthmus_registry::load::load(&mesh);
@@ -359,6 +451,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mesh,
             grpc_address,
             debug_address,
+            debounce,
+            debounce_max,
         } => {
             let mesh = MeshConfig::load(&mesh)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
@@ -366,7 +460,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 grpc_address,
                 debug_address,
             };
-            runtime.block_on(isthmus_xds::discovery::run(mesh, opts, shutdown_signal()))?;
+            let push = isthmus_xds::server::PushOptions {
+                debounce,
+                max_delay: debounce_max.max(debounce),
+            };
+            runtime.block_on(isthmus_xds::discovery::run_with_push(
+                mesh,
+                opts,
+                push,
+                shutdown_signal(),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::App {
@@ -398,12 +501,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::App {
+            app:
+                App::Run {
+                    image,
+                    pod,
+                    namespace,
+                    cluster,
+                    ports,
+                    env,
+                    labels,
+                    address,
+                    command,
+                    args,
+                },
+        } => {
+            let opts = isthmus_apps::run::RunOptions {
+                image,
+                pod: pod.unwrap_or_else(isthmus_agent::host_name),
+                namespace,
+                cluster,
+                address,
+                ports,
+                env,
+                labels,
+                command,
+                args,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let code = runtime.block_on(isthmus_apps::run::run(&opts, shutdown_signal()))?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
         Command::Bench {
             what:
                 Bench::Xds {
                     proxies,
                     services,
                     endpoints,
+                    new_proxies,
+                    pushes,
+                    debounce,
+                    control_plane,
+                    keep,
                 },
         } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
@@ -411,8 +550,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 proxies,
                 services,
                 endpoints,
+                new_proxies,
+                pushes,
             };
-            print!("{}", runtime.block_on(isthmus_xds::bench::run(&shape)));
+            let opts = isthmus_xds::bench::Options {
+                binary: match control_plane {
+                    Some(p) => p,
+                    None => std::env::current_exe().context("cannot find the isthmus binary")?,
+                },
+                discovery_args: debounce
+                    .map(|d| vec!["--debounce".to_string(), d])
+                    .unwrap_or_default(),
+                keep,
+            };
+            print!(
+                "{}",
+                runtime.block_on(isthmus_xds::bench::run(&shape, &opts))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: Bench::Lab { dir },
+        } => {
+            let istio = isthmus_lab::topology::istio_dir();
+            let manifests = [
+                istio.join("samples/bookinfo/platform/kube/bookinfo.yaml"),
+                istio.join("samples/bookinfo/networking/bookinfo-gateway.yaml"),
+            ];
+            isthmus_lab::bench::run(&dir, &manifests, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -110,7 +110,11 @@ impl Controller {
             inner.rescan(&mut source, &[]);
             let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res {
+                // Reads (open, close-without-write) change nothing, and the rescan's
+                // own reads would otherwise trigger the next rescan, forever.
+                if let Ok(ev) = res
+                    && !matches!(ev.kind, notify::EventKind::Access(_))
+                {
                     for p in ev.paths {
                         let _ = tx.send(p);
                     }

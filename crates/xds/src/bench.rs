@@ -1,376 +1,1223 @@
-//! `isthmus bench xds`: simulated proxies (half State-of-the-World, half Delta, with
-//! sidecar metadata) against an in-process ADS server on loopback. Measures the time to
-//! a proxy's first full config (CDS, then EDS for every cluster) and push convergence
-//! (one endpoint changes → every proxy has the update and has ACKed it), with the
-//! process's CPU time and memory. Prints figures; asserts nothing.
+//! `isthmus bench xds`: the control plane (`isthmus discovery`, a child process, on a
+//! manifest directory the bench writes) against simulated Envoy sidecars in this
+//! process, half State-of-the-World and half Delta ADS, with the metadata Istio's agent
+//! sends. Each simulated proxy behaves like Envoy: it subscribes to clusters and
+//! listeners (wildcard), then to the endpoints of the EDS clusters it received and the
+//! routes its listeners' HTTP connection managers name, and ACKs every response.
 //!
-//! What is generated today is clusters and endpoints; listeners and routes are not yet
-//! part of the figures.
+//! Measured: the time to a full config (CDS, LDS, then EDS and RDS for everything they
+//! name) for all proxies connecting at once, and for one new proxy while the others
+//! are connected; push convergence (one endpoint's readiness is flipped by rewriting its
+//! manifest, which goes through the control plane's file watch: the time until every
+//! proxy has ACKed the updated assignment); and the control plane's own CPU time and
+//! memory, read from `/proc/PID/stat` and `/proc/PID/status`. Prints figures; asserts
+//! nothing. Every wait is bounded.
 
-use std::collections::HashMap;
-use std::fmt::Write;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use isthmus_model::{ClusterId, MeshConfig, Object};
-use isthmus_registry::{ObjectChange, Registry};
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use tokio::sync::{mpsc, watch};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{Any, ListValue, Struct, Value, value::Kind};
+use prost::Message;
+use prost::bytes::{BufMut, Bytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::generate::IstioGenerator;
-use crate::resources::{CLUSTER, ENDPOINT};
-use crate::server::DiscoveryServer;
+use crate::resources::{CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES};
+use crate::server::{put_field_header, put_str};
 
 /// The size of the simulation.
 #[derive(Clone, Debug)]
 pub struct Shape {
     pub proxies: usize,
     pub services: usize,
-    /// Endpoints per service.
+    /// Endpoints (pods) per service.
     pub endpoints: usize,
+    /// Proxies connected one at a time after the others, for the per-proxy figure.
+    pub new_proxies: usize,
+    /// Endpoint changes timed.
+    pub pushes: usize,
+}
+
+/// How to run the control plane.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `isthmus` binary (its `discovery` subcommand is the control plane).
+    pub binary: PathBuf,
+    /// Extra arguments for `isthmus discovery` (e.g. `--debounce 10ms`).
+    pub discovery_args: Vec<String>,
+    /// Keep the manifest directory and the control plane's log.
+    pub keep: bool,
 }
 
 const NAMESPACES: usize = 10;
+const PORT: u16 = 8080;
+const DOMAIN: &str = "cluster.local";
 
-fn pod(s: usize, e: usize, ready: bool) -> Object {
-    let app = format!("svc-{s}");
-    let ns = format!("ns-{}", s % NAMESPACES);
-    let n = s * 16 + e;
-    Object::Pod(Pod {
-        metadata: ObjectMeta {
-            name: Some(format!("{app}-{e}")),
-            namespace: Some(ns),
-            labels: Some([("app".to_string(), app)].into()),
-            ..Default::default()
-        },
-        spec: None,
-        status: Some(PodStatus {
-            pod_ip: Some(format!("198.18.{}.{}", n / 250, n % 250 + 1)),
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
-                status: if ready { "True" } else { "False" }.into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-    })
+fn ns_of(service: usize) -> String {
+    format!("ns-{}", service % NAMESPACES)
 }
 
-fn objects(shape: &Shape) -> Vec<ObjectChange> {
-    let mut out = Vec::new();
+/// Pod `n` (service n / endpoints, endpoint n % endpoints)'s address.
+fn pod_ip(n: usize) -> String {
+    format!("10.{}.{}.{}", n / 62_500 % 250, n / 250 % 250, n % 250 + 1)
+}
+
+fn service_yaml(s: usize) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{s}\n  namespace: {ns}\nspec:\n  selector: {{app: svc-{s}}}\n  ports: [{{name: http, port: {PORT}, targetPort: {PORT}}}]\n---\n",
+        ns = ns_of(s)
+    )
+}
+
+fn pod_yaml(shape: &Shape, n: usize, ready: bool) -> String {
+    let s = n / shape.endpoints;
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: svc-{s}-{e}\n  namespace: {ns}\n  labels: {{app: svc-{s}, version: v1}}\nspec:\n  serviceAccountName: svc-{s}\n  containers: [{{name: app, ports: [{{containerPort: {PORT}}}]}}]\nstatus:\n  podIP: {ip}\n  conditions: [{{type: Ready, status: '{r}'}}]\n---\n",
+        e = n % shape.endpoints,
+        ns = ns_of(s),
+        ip = pod_ip(n),
+        r = if ready { "True" } else { "False" },
+    )
+}
+
+/// The pod whose readiness flips: the last service's first endpoint.
+fn changing_pod(shape: &Shape) -> usize {
+    (shape.services - 1) * shape.endpoints
+}
+
+fn target_cluster(shape: &Shape) -> String {
+    let s = shape.services - 1;
+    format!("outbound|{PORT}||svc-{s}.{}.svc.{DOMAIN}", ns_of(s))
+}
+
+/// Writes the mesh: one file of services and pods per namespace, and the changing pod
+/// alone in `changing.yaml`.
+fn write_manifests(dir: &Path, shape: &Shape) -> std::io::Result<PathBuf> {
+    let root = dir.join("cluster1");
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        "clusters:\n- name: cluster1\n  network: network1\n  source: {manifests: cluster1}\n",
+    )?;
+    let mut files = vec![String::new(); NAMESPACES];
+    let changing = changing_pod(shape);
     for s in 0..shape.services {
-        let app = format!("svc-{s}");
-        out.push(Object::Service(Service {
-            metadata: ObjectMeta {
-                name: Some(app.clone()),
-                namespace: Some(format!("ns-{}", s % NAMESPACES)),
-                ..Default::default()
-            },
-            spec: Some(ServiceSpec {
-                selector: Some([("app".to_string(), app)].into()),
-                ports: Some(vec![ServicePort {
-                    name: Some("http".into()),
-                    port: 8080,
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            status: None,
-        }));
+        let f = &mut files[s % NAMESPACES];
+        f.push_str(&service_yaml(s));
         for e in 0..shape.endpoints {
-            out.push(pod(s, e, true));
+            let n = s * shape.endpoints + e;
+            if n != changing {
+                f.push_str(&pod_yaml(shape, n, true));
+            }
         }
     }
-    out.into_iter()
-        .map(|o| ObjectChange::Upsert(Arc::new(o)))
-        .collect()
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(root.join(format!("ns-{i}.yaml")), f)?;
+    }
+    let path = root.join("changing.yaml");
+    std::fs::write(&path, pod_yaml(shape, changing, true))?;
+    Ok(path)
 }
 
-fn node(i: usize) -> Node {
+/// The node Istio's agent would send for proxy `i` (pod `i` of the mesh, or a pod
+/// outside any service beyond them).
+fn node(shape: &Shape, i: usize) -> Node {
     let s = |v: &str| Value {
         kind: Some(Kind::StringValue(v.into())),
     };
-    let ns = format!("ns-{}", i % NAMESPACES);
-    Node {
-        id: format!(
-            "sidecar~198.19.{}.{}~client-{i}.{ns}~{ns}.svc.cluster.local",
-            i / 250,
-            i % 250 + 1
+    let st = |fields: Vec<(&str, Value)>| Value {
+        kind: Some(Kind::StructValue(Struct {
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        })),
+    };
+    let pods = shape.services * shape.endpoints;
+    let (app, ns, ip, pod) = if i < pods {
+        let svc = i / shape.endpoints;
+        (
+            format!("svc-{svc}"),
+            ns_of(svc),
+            pod_ip(i),
+            format!("svc-{svc}-{}", i % shape.endpoints),
+        )
+    } else {
+        let ns = ns_of(i);
+        (
+            "client".to_string(),
+            ns,
+            format!("10.250.{}.{}", i / 250 % 250, i % 250 + 1),
+            format!("client-{i}"),
+        )
+    };
+    let fields = vec![
+        ("CLUSTER_ID", s("cluster1")),
+        ("NETWORK", s("network1")),
+        ("NAMESPACE", s(&ns)),
+        ("SERVICE_ACCOUNT", s(&app)),
+        ("MESH_ID", s(DOMAIN)),
+        ("ISTIO_VERSION", s("1.24.0")),
+        ("INTERCEPTION_MODE", s("REDIRECT")),
+        ("WORKLOAD_NAME", s(&app)),
+        ("NAME", s(&pod)),
+        ("INSTANCE_IPS", s(&ip)),
+        ("ENVOY_STATUS_PORT", s("15021")),
+        ("ENVOY_PROMETHEUS_PORT", s("15090")),
+        ("APP_CONTAINERS", s("app")),
+        (
+            "POD_PORTS",
+            s(&format!(
+                "[{{\"name\":\"http\",\"containerPort\":{PORT},\"protocol\":\"TCP\"}}]"
+            )),
         ),
-        metadata: Some(Struct {
-            fields: HashMap::from([
-                ("CLUSTER_ID".to_string(), s("cluster1")),
-                ("NETWORK".to_string(), s("network1")),
-                ("NAMESPACE".to_string(), s(&ns)),
-                ("SERVICE_ACCOUNT".to_string(), s("client")),
+        (
+            "OWNER",
+            s(&format!(
+                "kubernetes://apis/apps/v1/namespaces/{ns}/deployments/{app}"
+            )),
+        ),
+        (
+            "LABELS",
+            st(vec![
+                ("app", s(&app)),
+                ("version", s("v1")),
+                ("pod-template-hash", s("5d8f7c9b4")),
+                ("security.istio.io/tlsMode", s("istio")),
+                ("service.istio.io/canonical-name", s(&app)),
+                ("service.istio.io/canonical-revision", s("v1")),
             ]),
+        ),
+        (
+            "PROXY_CONFIG",
+            st(vec![
+                ("discoveryAddress", s("istiod.istio-system.svc:15012")),
+                ("drainDuration", s("45s")),
+                (
+                    "statNameLength",
+                    Value {
+                        kind: Some(Kind::NumberValue(189.0)),
+                    },
+                ),
+            ]),
+        ),
+        (
+            "PILOT_SAN",
+            Value {
+                kind: Some(Kind::ListValue(ListValue {
+                    values: vec![s("istiod.istio-system.svc")],
+                })),
+            },
+        ),
+    ];
+    Node {
+        id: format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.{DOMAIN}"),
+        cluster: format!("{app}.{ns}"),
+        metadata: Some(Struct {
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }),
         ..Default::default()
     }
 }
 
-/// CPU seconds (user + system) this process has used.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+// ---------------------------------------------------------------------------------
+// The control plane as a child process
+
+/// `isthmus discovery`, killed when dropped.
+struct ControlPlane {
+    child: Child,
+    grpc: SocketAddr,
+    debug: SocketAddr,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
+    // utime and stime (fields 14 and 15) are the 12th and 13th after the command name,
+    // in clock ticks (USER_HZ, 100 on Linux).
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Events a simulated proxy reports.
-enum Report {
-    FirstConfig(Duration),
-    Updated(Instant),
-}
-
-async fn sotw_proxy(addr: String, i: usize, reports: mpsc::UnboundedSender<Report>) -> Option<()> {
-    let started = Instant::now();
-    let mut client = AggregatedDiscoveryServiceClient::connect(addr).await.ok()?;
-    let (tx, rx) = mpsc::channel(8);
-    let mut stream = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .ok()?
-        .into_inner();
-    let req = |t: &str, names: Vec<String>, v: &str, n: &str| DiscoveryRequest {
-        node: Some(node(i)),
-        type_url: t.into(),
-        resource_names: names,
-        version_info: v.into(),
-        response_nonce: n.into(),
-        ..Default::default()
+/// Resident memory now and at its peak (VmRSS, VmHWM), in bytes.
+fn memory(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     };
-    tx.send(req(CLUSTER, vec![], "", "")).await.ok()?;
-    let cds = stream.message().await.ok()??;
-    let names: Vec<String> = cds
-        .resources
-        .iter()
-        .filter_map(|a| {
-            use prost::Message;
-            let c =
-                envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(a.value.as_slice())
-                    .ok()?;
-            c.name.starts_with("outbound").then_some(c.name)
-        })
-        .collect();
-    tx.send(req(CLUSTER, vec![], &cds.version_info, &cds.nonce))
-        .await
-        .ok()?;
-    tx.send(req(ENDPOINT, names.clone(), "", "")).await.ok()?;
-    let eds = stream.message().await.ok()??;
-    tx.send(req(ENDPOINT, names.clone(), &eds.version_info, &eds.nonce))
-        .await
-        .ok()?;
-    let _ = reports.send(Report::FirstConfig(started.elapsed()));
-    while let Ok(Some(resp)) = stream.message().await {
-        tx.send(req(
-            &resp.type_url.clone(),
-            if resp.type_url == ENDPOINT {
-                names.clone()
-            } else {
-                vec![]
-            },
-            &resp.version_info,
-            &resp.nonce,
-        ))
-        .await
-        .ok()?;
-        let _ = reports.send(Report::Updated(Instant::now()));
-    }
-    Some(())
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
-async fn delta_proxy(addr: String, i: usize, reports: mpsc::UnboundedSender<Report>) -> Option<()> {
-    let started = Instant::now();
-    let mut client = AggregatedDiscoveryServiceClient::connect(addr).await.ok()?;
-    let (tx, rx) = mpsc::channel(8);
-    let mut stream = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
+/// The process's thread count.
+fn threads(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn free_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    Some(String::from_utf8_lossy(&buf).to_string())
+}
+
+async fn start_control_plane(dir: &Path, opts: &Options) -> Result<ControlPlane, String> {
+    let (grpc, debug) = (
+        free_port().map_err(|e| e.to_string())?,
+        free_port().map_err(|e| e.to_string())?,
+    );
+    let log = std::fs::File::create(dir.join("discovery.log")).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&opts.binary);
+    cmd.arg("discovery")
+        .arg("--mesh")
+        .arg(dir.join("mesh.yaml"))
+        .arg("--grpc-address")
+        .arg(grpc.to_string())
+        .arg("--debug-address")
+        .arg(debug.to_string())
+        .args(&opts.discovery_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd.env("NO_COLOR", "1");
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", opts.binary.display()))?;
+    let mut cp = ControlPlane { child, grpc, debug };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = cp.child.try_wait() {
+            return Err(format!(
+                "the control plane exited ({status}); see {}",
+                dir.join("discovery.log").display()
+            ));
+        }
+        if let Some(r) = http_get(cp.debug, "/ready").await
+            && r.starts_with("HTTP/1.1 200")
+        {
+            return Ok(cp);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = cp.child.kill();
+    Err("the control plane was not ready within 60 s".into())
+}
+
+// ---------------------------------------------------------------------------------
+// Simulated Envoy
+
+/// What a simulated proxy tells the bench.
+enum Event {
+    Configured {
+        proxy: usize,
+        elapsed: Duration,
+        /// Clusters, endpoint assignments, listeners, routes held.
+        counts: [usize; 4],
+        bytes: usize,
+    },
+    Failed {
+        proxy: usize,
+        reason: String,
+    },
+    /// A response, ACKed at `at`.
+    Response {
+        proxy: usize,
+        type_index: usize,
+        resources: usize,
+        removed: usize,
+        /// Whether it carries the changing endpoint's assignment.
+        target: bool,
+        at: Instant,
+    },
+}
+
+fn type_index(t: &str) -> usize {
+    TYPES.iter().position(|x| *x == t).unwrap_or(TYPES.len())
+}
+
+/// The EDS name of a cluster, if it is an EDS cluster.
+fn eds_name(any: &Any) -> Option<(String, Option<String>)> {
+    let c = Cluster::decode(any.value.as_slice()).ok()?;
+    let eds = matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32);
+    let service = c
+        .eds_cluster_config
+        .as_ref()
+        .map(|e| e.service_name.clone())
+        .filter(|s| !s.is_empty());
+    Some((c.name.clone(), eds.then(|| service.unwrap_or(c.name))))
+}
+
+/// The RDS names of a listener's HTTP connection managers.
+fn rds_names(any: &Any) -> Option<(String, Vec<String>)> {
+    let l = Listener::decode(any.value.as_slice()).ok()?;
+    let mut out = Vec::new();
+    for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
+        for f in &chain.filters {
+            if let Some(ConfigType::TypedConfig(a)) = &f.config_type
+                && a.type_url.ends_with("HttpConnectionManager")
+                && let Ok(hcm) = HttpConnectionManager::decode(a.value.as_slice())
+                && let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier
+            {
+                out.push(rds.route_config_name);
+            }
+        }
+    }
+    Some((l.name, out))
+}
+
+fn cla_name(any: &Any) -> String {
+    ClusterLoadAssignment::decode(any.value.as_slice())
+        .map(|c| c.cluster_name)
+        .unwrap_or_default()
+}
+
+fn route_name(any: &Any) -> String {
+    RouteConfiguration::decode(any.value.as_slice())
+        .map(|r| r.name)
+        .unwrap_or_default()
+}
+
+/// What a simulated proxy holds.
+struct Sim {
+    i: usize,
+    started: Instant,
+    target: Arc<str>,
+    events: mpsc::UnboundedSender<Event>,
+    /// Cluster → its EDS name (EDS clusters).
+    clusters: BTreeMap<String, Option<String>>,
+    /// Listener → the route configurations it names.
+    listeners: BTreeMap<String, Vec<String>>,
+    endpoints: BTreeSet<String>,
+    routes: BTreeSet<String>,
+    got: [bool; 4],
+    bytes: usize,
+    configured: bool,
+}
+
+impl Sim {
+    fn new(i: usize, target: Arc<str>, events: mpsc::UnboundedSender<Event>) -> Self {
+        Self {
+            i,
+            started: Instant::now(),
+            target,
+            events,
+            clusters: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            endpoints: BTreeSet::new(),
+            routes: BTreeSet::new(),
+            got: [false; 4],
+            bytes: 0,
+            configured: false,
+        }
+    }
+
+    fn eds_wanted(&self) -> BTreeSet<String> {
+        self.clusters.values().flatten().cloned().collect()
+    }
+
+    fn rds_wanted(&self) -> BTreeSet<String> {
+        self.listeners.values().flatten().cloned().collect()
+    }
+
+    fn fail(&self, reason: impl Into<String>) {
+        let _ = self.events.send(Event::Failed {
+            proxy: self.i,
+            reason: reason.into(),
+        });
+    }
+
+    fn responded(&mut self, type_url: &str, resources: usize, removed: usize, target: bool) {
+        let t = type_index(type_url);
+        if t < 4 {
+            self.got[t] = true;
+        }
+        let _ = self.events.send(Event::Response {
+            proxy: self.i,
+            type_index: t,
+            resources,
+            removed,
+            target,
+            at: Instant::now(),
+        });
+        if !self.configured
+            && self.got[0]
+            && self.got[2]
+            && self.eds_wanted().is_subset(&self.endpoints)
+            && self.rds_wanted().is_subset(&self.routes)
+        {
+            self.configured = true;
+            let _ = self.events.send(Event::Configured {
+                proxy: self.i,
+                elapsed: self.started.elapsed(),
+                counts: [
+                    self.clusters.len(),
+                    self.endpoints.len(),
+                    self.listeners.len(),
+                    self.routes.len(),
+                ],
+                bytes: self.bytes,
+            });
+        }
+    }
+}
+
+/// The simulated proxies' gRPC codec: requests go out as the bytes the proxy encoded
+/// (a SotW ACK splices in its long, unchanging list of names, as Envoy's own
+/// serialization is cheap next to this process's), responses are decoded with prost.
+struct Codec<T>(PhantomData<fn() -> T>);
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+struct ProstDecoder<T>(PhantomData<fn() -> T>);
+
+impl<T: Message + Default> tonic::codec::Decoder for ProstDecoder<T> {
+    type Item = T;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<T>, tonic::Status> {
+        T::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl<T: Message + Default + Send + 'static> tonic::codec::Codec for Codec<T> {
+    type Encode = Bytes;
+    type Decode = T;
+    type Encoder = RawEncoder;
+    type Decoder = ProstDecoder<T>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> ProstDecoder<T> {
+        ProstDecoder(PhantomData)
+    }
+}
+
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// Connects and opens an ADS stream whose requests are `rx`.
+async fn open<T: Message + Default + Send + Sync + 'static>(
+    addr: SocketAddr,
+    path: &'static str,
+    rx: mpsc::Receiver<Bytes>,
+) -> Result<tonic::codec::Streaming<T>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(10));
+    let channel = tokio::time::timeout(Duration::from_secs(20), endpoint.connect())
         .await
-        .ok()?
-        .into_inner();
-    let req = |t: &str, sub: Vec<String>, n: &str| DeltaDiscoveryRequest {
-        node: Some(node(i)),
+        .map_err(|_| "connect timed out (20 s)".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
+    grpc.ready().await.map_err(|e| format!("connect: {e}"))?;
+    let response = grpc
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            Codec::<T>(PhantomData),
+        )
+        .await
+        .map_err(|e| format!("stream: {e}"))?;
+    Ok(response.into_inner())
+}
+
+/// `resource_names` (field 3 of `DiscoveryRequest`), encoded.
+fn encode_names(names: &[String]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for n in names {
+        put_field_header(3, n.len(), &mut b);
+        b.extend_from_slice(n.as_bytes());
+    }
+    b
+}
+
+/// A `DiscoveryRequest` with its names already encoded.
+fn sotw_request(
+    type_url: &str,
+    names: &[u8],
+    version: &str,
+    nonce: &str,
+    node: Option<&Node>,
+) -> Bytes {
+    let mut b = Vec::with_capacity(names.len() + type_url.len() + 64);
+    put_str(1, version, &mut b);
+    if let Some(node) = node {
+        b.push((2 << 3) | 2);
+        let _ = node.encode_length_delimited(&mut b);
+    }
+    b.extend_from_slice(names);
+    put_str(4, type_url, &mut b);
+    put_str(5, nonce, &mut b);
+    Bytes::from(b)
+}
+
+async fn sotw_proxy(addr: SocketAddr, node: Node, mut sim: Sim) {
+    let (tx, rx) = mpsc::channel(16);
+    let req = |t: &str, names: &[u8], v: &str, n: &str| sotw_request(t, names, v, n, None);
+    let _ = tx
+        .send(sotw_request(CLUSTER, &[], "", "", Some(&node)))
+        .await;
+    let _ = tx.send(req(LISTENER, &[], "", "")).await;
+    let mut stream = match open::<DiscoveryResponse>(addr, SOTW_PATH, rx).await {
+        Ok(s) => s,
+        Err(e) => return sim.fail(e),
+    };
+    // Per type: the last accepted version and nonce.
+    let mut last: HashMap<String, (String, String)> = HashMap::new();
+    // What every endpoint and route request names (Envoy repeats it in each ACK), and
+    // those names encoded.
+    let (mut eds, mut rds): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let (mut eds_wire, mut rds_wire) = (Vec::new(), Vec::new());
+    loop {
+        let resp = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return sim.fail("stream closed by the server"),
+            Err(e) => return sim.fail(format!("stream: {}", e.message())),
+        };
+        sim.bytes += resp.resources.iter().map(|a| a.value.len()).sum::<usize>();
+        let mut target = false;
+        let t = resp.type_url.as_str();
+        let names: &[u8] = match t {
+            CLUSTER => {
+                sim.clusters = resp.resources.iter().filter_map(eds_name).collect();
+                let wanted: Vec<String> = sim.eds_wanted().into_iter().collect();
+                if wanted != eds {
+                    eds = wanted;
+                    eds_wire = encode_names(&eds);
+                    let (v, n) = last.get(ENDPOINT).cloned().unwrap_or_default();
+                    let _ = tx.send(req(ENDPOINT, &eds_wire, &v, &n)).await;
+                }
+                &[]
+            }
+            LISTENER => {
+                sim.listeners = resp.resources.iter().filter_map(rds_names).collect();
+                let wanted: Vec<String> = sim.rds_wanted().into_iter().collect();
+                if wanted != rds {
+                    rds = wanted;
+                    rds_wire = encode_names(&rds);
+                    let (v, n) = last.get(ROUTE).cloned().unwrap_or_default();
+                    let _ = tx.send(req(ROUTE, &rds_wire, &v, &n)).await;
+                }
+                &[]
+            }
+            ENDPOINT => {
+                for a in &resp.resources {
+                    let n = cla_name(a);
+                    target |= *n == *sim.target;
+                    sim.endpoints.insert(n);
+                }
+                &eds_wire
+            }
+            ROUTE => {
+                for a in &resp.resources {
+                    sim.routes.insert(route_name(a));
+                }
+                &rds_wire
+            }
+            _ => &[],
+        };
+        last.insert(
+            resp.type_url.clone(),
+            (resp.version_info.clone(), resp.nonce.clone()),
+        );
+        if tx
+            .send(req(t, names, &resp.version_info, &resp.nonce))
+            .await
+            .is_err()
+        {
+            return sim.fail("request stream closed");
+        }
+        sim.responded(t, resp.resources.len(), 0, target);
+    }
+}
+
+async fn delta_proxy(addr: SocketAddr, node: Node, mut sim: Sim) {
+    let (tx, rx) = mpsc::channel(16);
+    let request = |t: &str, sub: Vec<String>, unsub: Vec<String>, n: &str| DeltaDiscoveryRequest {
         type_url: t.into(),
         resource_names_subscribe: sub,
+        resource_names_unsubscribe: unsub,
         response_nonce: n.into(),
         ..Default::default()
     };
-    tx.send(req(CLUSTER, vec![], "")).await.ok()?;
-    let cds = stream.message().await.ok()??;
-    let names: Vec<String> = cds
-        .resources
-        .iter()
-        .map(|r| r.name.clone())
-        .filter(|n| n.starts_with("outbound"))
-        .collect();
-    tx.send(req(CLUSTER, vec![], &cds.nonce)).await.ok()?;
-    tx.send(req(ENDPOINT, names, "")).await.ok()?;
-    let eds = stream.message().await.ok()??;
-    tx.send(req(ENDPOINT, vec![], &eds.nonce)).await.ok()?;
-    let _ = reports.send(Report::FirstConfig(started.elapsed()));
-    while let Ok(Some(resp)) = stream.message().await {
-        tx.send(req(&resp.type_url.clone(), vec![], &resp.nonce))
-            .await
-            .ok()?;
-        let _ = reports.send(Report::Updated(Instant::now()));
+    let req = |t: &str, sub: Vec<String>, unsub: Vec<String>, n: &str| {
+        Bytes::from(request(t, sub, unsub, n).encode_to_vec())
+    };
+    let mut first = request(CLUSTER, vec![], vec![], "");
+    first.node = Some(node);
+    let _ = tx.send(Bytes::from(first.encode_to_vec())).await;
+    let _ = tx.send(req(LISTENER, vec![], vec![], "")).await;
+    let mut stream = match open::<DeltaDiscoveryResponse>(addr, DELTA_PATH, rx).await {
+        Ok(s) => s,
+        Err(e) => return sim.fail(e),
+    };
+    let diff = |before: &BTreeSet<String>, after: &BTreeSet<String>| {
+        (
+            after.difference(before).cloned().collect::<Vec<_>>(),
+            before.difference(after).cloned().collect::<Vec<_>>(),
+        )
+    };
+    loop {
+        let resp = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return sim.fail("stream closed by the server"),
+            Err(e) => return sim.fail(format!("stream: {}", e.message())),
+        };
+        sim.bytes += resp
+            .resources
+            .iter()
+            .filter_map(|r| r.resource.as_ref())
+            .map(|a| a.value.len())
+            .sum::<usize>();
+        let t = resp.type_url.as_str();
+        let mut target = false;
+        match t {
+            CLUSTER => {
+                let before = sim.eds_wanted();
+                for n in &resp.removed_resources {
+                    sim.clusters.remove(n);
+                }
+                for r in &resp.resources {
+                    if let Some((name, eds)) = r.resource.as_ref().and_then(eds_name) {
+                        sim.clusters.insert(name, eds);
+                    }
+                }
+                let (sub, unsub) = diff(&before, &sim.eds_wanted());
+                if !sub.is_empty() || !unsub.is_empty() {
+                    let _ = tx.send(req(ENDPOINT, sub, unsub, "")).await;
+                }
+            }
+            LISTENER => {
+                let before = sim.rds_wanted();
+                for n in &resp.removed_resources {
+                    sim.listeners.remove(n);
+                }
+                for r in &resp.resources {
+                    if let Some((name, rds)) = r.resource.as_ref().and_then(rds_names) {
+                        sim.listeners.insert(name, rds);
+                    }
+                }
+                let (sub, unsub) = diff(&before, &sim.rds_wanted());
+                if !sub.is_empty() || !unsub.is_empty() {
+                    let _ = tx.send(req(ROUTE, sub, unsub, "")).await;
+                }
+            }
+            ENDPOINT => {
+                for r in &resp.resources {
+                    target |= *r.name == *sim.target;
+                    sim.endpoints.insert(r.name.clone());
+                }
+                for n in &resp.removed_resources {
+                    sim.endpoints.remove(n);
+                }
+            }
+            ROUTE => {
+                for r in &resp.resources {
+                    sim.routes.insert(r.name.clone());
+                }
+                for n in &resp.removed_resources {
+                    sim.routes.remove(n);
+                }
+            }
+            _ => {}
+        }
+        if tx.send(req(t, vec![], vec![], &resp.nonce)).await.is_err() {
+            return sim.fail("request stream closed");
+        }
+        sim.responded(
+            t,
+            resp.resources.len(),
+            resp.removed_resources.len(),
+            target,
+        );
     }
-    Some(())
 }
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
+fn spawn_proxy(
+    set: &mut JoinSet<()>,
+    shape: &Shape,
+    addr: SocketAddr,
+    i: usize,
+    target: &Arc<str>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> tokio::task::AbortHandle {
+    let sim = Sim::new(i, target.clone(), events.clone());
+    let node = node(shape, i);
+    if i.is_multiple_of(2) {
+        set.spawn(sotw_proxy(addr, node, sim))
+    } else {
+        set.spawn(delta_proxy(addr, node, sim))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Figures
+
+/// Nearest-rank percentile.
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
     v.sort();
-    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
+    let rank = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len().max(1));
+    v.get(rank - 1).copied().unwrap_or_default()
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+fn mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1e6)
+}
+
+fn dist(v: &[Duration]) -> String {
+    format!(
+        "p50 {}  p99 {}  max {}",
+        ms(pct(v, 0.5)),
+        ms(pct(v, 0.99)),
+        ms(v.iter().max().copied().unwrap_or_default())
+    )
+}
+
+fn count_reasons(reasons: &BTreeMap<usize, String>) -> String {
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reasons.values() {
+        *by.entry(r.as_str()).or_default() += 1;
+    }
+    by.iter()
+        .map(|(r, n)| format!("{n}× {r}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Runs the simulation; returns its report.
-pub async fn run(shape: &Shape) -> String {
-    let mesh = match MeshConfig::parse(
-        std::path::Path::new("bench"),
-        "clusters:\n- name: cluster1\n  network: network1\n  source: {manifests: .}\n",
-        &std::env::temp_dir(),
-    ) {
-        Ok(m) => m,
-        Err(e) => return format!("cannot build the bench mesh: {e}\n"),
-    };
-    let cluster = ClusterId::new("cluster1");
-    let mut registry = Registry::new(&mesh);
-    registry.apply(&cluster, objects(shape));
-    let (snap_tx, snap_rx) = watch::channel(registry.snapshot());
-    let server = DiscoveryServer::new(snap_rx, Arc::new(IstioGenerator::new(&mesh.domain_suffix)));
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-        Ok(l) => l,
-        Err(e) => return format!("cannot listen on loopback: {e}\n"),
-    };
-    let addr = format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
+pub async fn run(shape: &Shape, opts: &Options) -> String {
+    match run_inner(shape, opts).await {
+        Ok(s) | Err(s) => s,
+    }
+}
+
+async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
+    if shape.services == 0 || shape.endpoints == 0 {
+        return Err("the bench needs at least one service with one endpoint\n".into());
+    }
+    let tmp = tempfile_dir()?;
+    let dir = tmp.path().to_path_buf();
+    let changing =
+        write_manifests(&dir, shape).map_err(|e| format!("cannot write the manifests: {e}\n"))?;
+    let mut out = String::new();
+    let sotw = shape.proxies.div_ceil(2);
+    let _ = writeln!(
+        out,
+        "xds bench: {} proxies ({sotw} SotW, {} Delta), {} services × {} endpoints in {NAMESPACES} namespaces; CDS, LDS, EDS, RDS",
+        shape.proxies,
+        shape.proxies - sotw,
+        shape.services,
+        shape.endpoints
     );
-    let svc = server.service();
-    let serving = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await;
-    });
-    let (rep_tx, mut rep_rx) = mpsc::unbounded_channel();
-    let cpu0 = cpu_seconds();
-    let wall0 = Instant::now();
-    let mut clients = Vec::new();
-    for i in 0..shape.proxies {
-        let (a, r) = (addr.clone(), rep_tx.clone());
-        clients.push(if i % 2 == 0 {
-            tokio::spawn(async move {
-                sotw_proxy(a, i, r).await;
-            })
+    let cp = start_control_plane(&dir, opts).await?;
+    let pid = cp.child.id().to_string();
+    let _ = writeln!(
+        out,
+        "  control plane: `isthmus discovery{}{}` (pid {pid}) on {}",
+        if opts.discovery_args.is_empty() {
+            ""
         } else {
-            tokio::spawn(async move {
-                delta_proxy(a, i, r).await;
-            })
-        });
+            " "
+        },
+        opts.discovery_args.join(" "),
+        dir.display()
+    );
+    let (rss_idle, _) = memory(&pid);
+    let cpu_start = cpu_seconds(&pid);
+    let me_start = cpu_seconds("self");
+    let target: Arc<str> = target_cluster(shape).into();
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let mut set = JoinSet::new();
+
+    // 1. Every proxy connects at once.
+    let t0 = Instant::now();
+    for i in 0..shape.proxies {
+        spawn_proxy(&mut set, shape, cp.grpc, i, &target, &ev_tx);
     }
     let mut first = Vec::new();
-    while first.len() < shape.proxies {
-        match tokio::time::timeout(Duration::from_secs(120), rep_rx.recv()).await {
-            Ok(Some(Report::FirstConfig(d))) => first.push(d),
-            Ok(Some(Report::Updated(_))) => {}
+    let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+    let mut configured = vec![false; shape.proxies];
+    let mut config = ([0; 4], 0);
+    let deadline = t0 + Duration::from_secs(180);
+    while first.len() + failed.len() < shape.proxies {
+        match tokio::time::timeout_at(deadline.into(), ev_rx.recv()).await {
+            Ok(Some(Event::Configured {
+                proxy,
+                elapsed,
+                counts,
+                bytes,
+            })) => {
+                configured[proxy] = true;
+                first.push(elapsed);
+                config = (counts, bytes);
+            }
+            Ok(Some(Event::Failed { proxy, reason })) => {
+                failed.insert(proxy, reason);
+            }
+            Ok(Some(Event::Response { .. })) => {}
             _ => break,
         }
     }
-    let connect_wall = wall0.elapsed();
-    let cpu_connect = cpu_seconds() - cpu0;
-    let (rss_connected, _) = isthmus_registry::bench::memory();
-
-    // One endpoint goes unready: every proxy sees svc-0's cluster change.
-    let mut rounds = Vec::new();
-    for round in 0..5 {
-        let t = Instant::now();
-        let event = registry.apply(
-            &cluster,
-            vec![ObjectChange::Upsert(Arc::new(pod(0, 0, round % 2 == 1)))],
+    let connect_wall = t0.elapsed();
+    let cpu_connect = cpu_seconds(&pid) - cpu_start;
+    let (rss_connected, hwm_connect) = memory(&pid);
+    let threads_connected = threads(&pid);
+    let _ = writeln!(
+        out,
+        "  config per proxy: {} clusters, {} endpoint assignments, {} listeners, {} routes ({:.2} MB encoded)",
+        config.0[0],
+        config.0[1],
+        config.0[2],
+        config.0[3],
+        config.1 as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "  all connecting at once       {} of {} configured in {}; per proxy {}; control plane CPU {:.2} s",
+        first.len(),
+        shape.proxies,
+        ms(connect_wall),
+        dist(&first),
+        cpu_connect
+    );
+    if !failed.is_empty() {
+        let _ = writeln!(out, "    failed: {}", count_reasons(&failed));
+    }
+    let unfinished = shape.proxies - first.len() - failed.len();
+    if unfinished > 0 {
+        let _ = writeln!(
+            out,
+            "    {unfinished} proxies neither configured nor failed within 180 s"
         );
-        if event.is_empty() {
-            continue;
+    }
+
+    // 2. New proxies, one at a time, while the others stay connected.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut new = Vec::new();
+    let cpu_new0 = cpu_seconds(&pid);
+    for k in 0..shape.new_proxies {
+        let i = shape.proxies + k;
+        let handle = spawn_proxy(&mut set, shape, cp.grpc, i, &target, &ev_tx);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline.into(), ev_rx.recv()).await {
+                Ok(Some(Event::Configured { proxy, elapsed, .. })) if proxy == i => {
+                    new.push(elapsed);
+                    break;
+                }
+                Ok(Some(Event::Failed { proxy, reason })) => {
+                    if proxy == i {
+                        let _ = writeln!(out, "    new proxy {i} failed: {reason}");
+                        break;
+                    }
+                    failed.insert(proxy, reason);
+                }
+                Ok(Some(_)) => {}
+                _ => {
+                    let _ = writeln!(out, "    new proxy {i} not configured within 30 s");
+                    break;
+                }
+            }
         }
-        snap_tx.send_replace(registry.snapshot());
-        let mut got = Vec::new();
-        while got.len() < first.len() {
-            match tokio::time::timeout(Duration::from_secs(60), rep_rx.recv()).await {
-                Ok(Some(Report::Updated(at))) => got.push(at.duration_since(t)),
+        handle.abort();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu_new = cpu_seconds(&pid) - cpu_new0;
+    let _ = writeln!(
+        out,
+        "  first full config, new proxy {} ({} proxies, one at a time, {} connected; control plane CPU {:.1} ms each)   target < 50 ms",
+        dist(&new),
+        new.len(),
+        first.len(),
+        cpu_new * 1e3 / new.len().max(1) as f64
+    );
+
+    // 3. Push convergence: one endpoint's readiness flips.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while ev_rx.try_recv().is_ok() {}
+    let expected: Vec<usize> = (0..shape.proxies)
+        .filter(|p| configured[*p] && !failed.contains_key(p))
+        .collect();
+    let mut all = Vec::new();
+    let mut slowest = Vec::new();
+    let mut cpu_pushes = Vec::new();
+    let mut cpu_pushes_clients = Vec::new();
+    let mut responses = [0u64; 5];
+    let mut pushed_resources = 0u64;
+    let mut removed_names = 0u64;
+    let mut extra = 0u64;
+    let mut incomplete = 0usize;
+    for round in 0..shape.pushes {
+        let cpu0 = cpu_seconds(&pid);
+        let me0 = cpu_seconds("self");
+        let t = Instant::now();
+        // Written whole and renamed into place, as an editor or a sync tool would, so
+        // the watch never reads a half-written file.
+        let tmp = changing.with_file_name(".changing.yaml.tmp");
+        std::fs::write(&tmp, pod_yaml(shape, changing_pod(shape), round % 2 == 1))
+            .and_then(|()| std::fs::rename(&tmp, &changing))
+            .map_err(|e| format!("cannot rewrite {}: {e}", changing.display()))?;
+        let mut got: HashMap<usize, Duration> = HashMap::new();
+        let deadline = t + Duration::from_secs(10);
+        while got.len() < expected.len() {
+            match tokio::time::timeout_at(deadline.into(), ev_rx.recv()).await {
+                Ok(Some(Event::Response {
+                    proxy,
+                    type_index,
+                    resources,
+                    removed,
+                    target,
+                    at,
+                })) => {
+                    responses[type_index.min(4)] += 1;
+                    pushed_resources += resources as u64;
+                    removed_names += removed as u64;
+                    if target && type_index == 1 {
+                        got.entry(proxy).or_insert(at.duration_since(t));
+                    } else {
+                        extra += 1;
+                    }
+                }
+                Ok(Some(Event::Failed { proxy, reason })) => {
+                    failed.insert(proxy, reason);
+                }
                 Ok(Some(_)) => {}
                 _ => break,
             }
         }
-        rounds.push(got);
+        if got.len() < expected.len() {
+            incomplete += 1;
+        }
+        // Anything else sent for this change arrives in the next 300 ms.
+        let settle = Instant::now() + Duration::from_millis(300);
+        while let Ok(Some(e)) = tokio::time::timeout_at(settle.into(), ev_rx.recv()).await {
+            if let Event::Response {
+                type_index,
+                resources,
+                removed,
+                ..
+            } = e
+            {
+                responses[type_index.min(4)] += 1;
+                pushed_resources += resources as u64;
+                removed_names += removed as u64;
+                extra += 1;
+            }
+        }
+        cpu_pushes.push(Duration::from_secs_f64(cpu_seconds(&pid) - cpu0));
+        cpu_pushes_clients.push(Duration::from_secs_f64(cpu_seconds("self") - me0));
+        slowest.push(got.values().max().copied().unwrap_or_default());
+        all.extend(got.into_values());
     }
-    let cpu_total = cpu_seconds() - cpu0;
-    let (rss, peak) = isthmus_registry::bench::memory();
-    serving.abort();
-    for c in clients {
-        c.abort();
-    }
-
-    let mut all: Vec<Duration> = rounds.iter().flatten().copied().collect();
-    let mut last: Vec<Duration> = rounds
-        .iter()
-        .filter_map(|r| r.iter().max().copied())
-        .collect();
-    let mut out = String::new();
     let _ = writeln!(
         out,
-        "xds bench: {} proxies (half SotW, half Delta), {} services × {} endpoints; clusters and endpoints",
-        shape.proxies, shape.services, shape.endpoints
+        "  push convergence             {}  (file written → proxy ACKed; {} pushes × {} proxies; slowest proxy per push p50 {}){}   target p99 < 100 ms",
+        dist(&all),
+        shape.pushes,
+        expected.len(),
+        ms(pct(&slowest, 0.5)),
+        if incomplete > 0 {
+            format!("; {incomplete} pushes did not reach every proxy within 10 s")
+        } else {
+            String::new()
+        }
+    );
+    let per_push = |n: u64| n as f64 / shape.pushes.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "    per push: {:.0} EDS responses, {:.1} resources each, {:.0} removals; other responses: CDS {:.0}, LDS {:.0}, RDS {:.0}; responses without the change {:.0}",
+        per_push(responses[1]),
+        pushed_resources as f64 / responses.iter().sum::<u64>().max(1) as f64,
+        per_push(removed_names),
+        per_push(responses[0]),
+        per_push(responses[2]),
+        per_push(responses[3]),
+        per_push(extra),
     );
     let _ = writeln!(
         out,
-        "  proxies fully configured   {} of {}",
+        "    CPU per push (a round: the change, then 300 ms): control plane p50 {}, simulated proxies p50 {} (10 ms ticks; both on the same cores)",
+        ms(pct(&cpu_pushes, 0.5)),
+        ms(pct(&cpu_pushes_clients, 0.5)),
+    );
+    let (rss_end, hwm) = memory(&pid);
+    let cpu_total = cpu_seconds(&pid) - cpu_start;
+    let _ = writeln!(
+        out,
+        "  control plane memory         {} before proxies, {} with {} connected ({} threads), {} at the end; peak {} (peak while all connected at once {})   target < 200 MB",
+        mb(rss_idle),
+        mb(rss_connected),
         first.len(),
-        shape.proxies
+        threads_connected,
+        mb(rss_end),
+        mb(hwm.max(hwm_connect)),
+        mb(hwm_connect)
     );
     let _ = writeln!(
         out,
-        "  first full config          p50 {}  p99 {}   (target < 50 ms per proxy; all connecting at once)",
-        ms(pct(&mut first, 0.5)),
-        ms(pct(&mut first, 0.99))
+        "  control plane CPU            {cpu_total:.2} s in all (after start-up)"
     );
+    let (me_rss, me_hwm) = memory("self");
     let _ = writeln!(
         out,
-        "  all connected and synced   {}  (CPU {:.2} s)",
-        ms(connect_wall),
-        cpu_connect
+        "  simulated proxies (this process): CPU {:.2} s, resident {}, peak {}",
+        cpu_seconds("self") - me_start,
+        mb(me_rss),
+        mb(me_hwm)
     );
-    let _ = writeln!(
-        out,
-        "  push convergence           p50 {}  p99 {}  slowest proxy per push p50 {}   (target p99 < 100 ms; {} pushes)",
-        ms(pct(&mut all, 0.5)),
-        ms(pct(&mut all, 0.99)),
-        ms(pct(&mut last, 0.5)),
-        rounds.len()
-    );
-    let _ = writeln!(
-        out,
-        "  process resident           {:.1} MB after connecting, {:.1} MB at the end, peak {:.1} MB (target < 200 MB; the simulated proxies run in this process too)",
-        rss_connected as f64 / 1e6,
-        rss as f64 / 1e6,
-        peak as f64 / 1e6
-    );
-    let _ = writeln!(out, "  CPU, whole run             {cpu_total:.2} s");
-    out
+    set.abort_all();
+    drop(cp);
+    if let Ok(log) = std::fs::read_to_string(dir.join("discovery.log")) {
+        // The control plane's own account of the timed pushes (the last ones it logged).
+        let field = |line: &str, name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|v| Duration::from_secs_f64(v / 1e3))
+        };
+        let pushes: Vec<&str> = log.lines().filter(|l| l.contains(" push: ")).collect();
+        let timed = &pushes[pushes.len().saturating_sub(shape.pushes)..];
+        let get =
+            |name: &str| -> Vec<Duration> { timed.iter().filter_map(|l| field(l, name)).collect() };
+        if !timed.is_empty() {
+            let _ = writeln!(
+                out,
+                "    in the control plane (its log): registry change → every proxy sent p50 {} p99 {} (debounce included); generating configs p50 {} (summed over threads)",
+                ms(pct(&get("total_ms="), 0.5)),
+                ms(pct(&get("total_ms="), 0.99)),
+                ms(pct(&get("generation_ms="), 0.5)),
+            );
+        }
+        if let Some(last) = log.lines().rev().find(|l| l.contains("push:")) {
+            let _ = writeln!(
+                out,
+                "  last push, as the control plane logged it: {}",
+                last.trim()
+            );
+        }
+        let errors = log
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .count();
+        if errors > 0 {
+            let _ = writeln!(out, "  control plane log: {errors} warnings or errors");
+        }
+    }
+    if opts.keep {
+        let kept = tmp.keep();
+        let _ = writeln!(out, "  kept: {} (discovery.log)", kept.display());
+    }
+    Ok(out)
+}
+
+/// A temporary directory, removed when dropped unless kept.
+struct TempDir(Option<PathBuf>);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new("."))
+    }
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+fn tempfile_dir() -> Result<TempDir, String> {
+    let base = std::env::temp_dir();
+    for n in 0..100u32 {
+        let p = base.join(format!("isthmus-bench-xds-{}-{n}", std::process::id()));
+        if std::fs::create_dir(&p).is_ok() {
+            return Ok(TempDir(Some(p)));
+        }
+    }
+    Err(format!("cannot create a directory in {}", base.display()))
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::dump;
 use crate::generate::IstioGenerator;
 use crate::resources;
-use crate::server::DiscoveryServer;
+use crate::server::{DiscoveryServer, PushOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -55,21 +55,48 @@ struct AppState {
     server: DiscoveryServer,
 }
 
-/// Runs until `shutdown` resolves.
+/// Connections the xDS listener queues before they are accepted. Every proxy of a mesh
+/// reconnects at once when the control plane restarts; with the usual 1,024 the queue
+/// overflows at 1,000 proxies, the kernel falls back to SYN cookies, and connections
+/// whose cookie fails are reset (proxies left unconfigured until they retry). The
+/// kernel caps it at `net.core.somaxconn`.
+const GRPC_BACKLOG: u32 = 8192;
+
+/// Binds the xDS listener with a backlog for a whole mesh reconnecting.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(GRPC_BACKLOG)
+}
+
+/// Runs until `shutdown` resolves, with the default push debounce.
 pub async fn run(
     mesh: MeshConfig,
     opts: DiscoveryOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DiscoveryError> {
+    run_with_push(mesh, opts, PushOptions::default(), shutdown).await
+}
+
+/// Runs until `shutdown` resolves, gathering registry changes into pushes as `push` says.
+pub async fn run_with_push(
+    mesh: MeshConfig,
+    opts: DiscoveryOptions,
+    push: PushOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DiscoveryError> {
     let controller = Arc::new(Controller::start(&mesh));
     let generator = Arc::new(IstioGenerator::for_mesh(&mesh));
-    let server = DiscoveryServer::new(controller.watch(), generator);
-    let grpc = tokio::net::TcpListener::bind(opts.grpc_address)
-        .await
-        .map_err(|source| DiscoveryError::GrpcBind {
-            addr: opts.grpc_address,
-            source,
-        })?;
+    let server = DiscoveryServer::with_options(controller.watch(), generator, push);
+    let grpc = listen(opts.grpc_address).map_err(|source| DiscoveryError::GrpcBind {
+        addr: opts.grpc_address,
+        source,
+    })?;
     let debug = tokio::net::TcpListener::bind(opts.debug_address)
         .await
         .map_err(|source| DiscoveryError::DebugBind {
@@ -78,7 +105,7 @@ pub async fn run(
         })?;
     let grpc_at = grpc.local_addr().unwrap_or(opts.grpc_address);
     let debug_at = debug.local_addr().unwrap_or(opts.debug_address);
-    tracing::info!(grpc = %grpc_at, debug = %debug_at, clusters = mesh.clusters.len(), "discovery serving");
+    tracing::info!(grpc = %grpc_at, debug = %debug_at, clusters = mesh.clusters.len(), debounce = ?push.debounce, debounce_max = ?push.max_delay, "discovery serving");
     let state = AppState {
         mesh: Arc::new(mesh),
         controller,

@@ -19,6 +19,7 @@ use isthmus_registry::{ManifestSource, Registry, Snapshot};
 use isthmus_xds::DiscoveryServer;
 use isthmus_xds::generate::IstioGenerator;
 use isthmus_xds::resources::{CLUSTER, ENDPOINT};
+use isthmus_xds::server::PushOptions;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,6 +46,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
+        Self::with_push(PushOptions::default()).await
+    }
+
+    async fn with_push(push: PushOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("c1")).unwrap();
         std::fs::write(
@@ -68,7 +73,8 @@ impl Fixture {
         let mut registry = Registry::new(&mesh);
         registry.apply(&ClusterId::new("c1"), source.rescan(&[]).unwrap());
         let (tx, rx) = watch::channel(registry.snapshot());
-        let server = DiscoveryServer::new(rx, Arc::new(IstioGenerator::new("cluster.local")));
+        let server =
+            DiscoveryServer::with_options(rx, Arc::new(IstioGenerator::new("cluster.local")), push);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = server.service();
@@ -91,7 +97,12 @@ impl Fixture {
 
     /// Rewrites the pods file and publishes the new snapshot.
     fn set_pods(&mut self, text: &str) {
-        let path = self.dir.path().join("c1/pods.yaml");
+        self.set_file("pods.yaml", text);
+    }
+
+    /// Writes a manifest file and publishes the new snapshot.
+    fn set_file(&mut self, name: &str, text: &str) {
+        let path = self.dir.path().join("c1").join(name);
         std::fs::write(&path, text).unwrap();
         let changes = self.source.rescan(&[path]).unwrap();
         self.registry.apply(&ClusterId::new("c1"), changes);
@@ -492,4 +503,203 @@ async fn sotw_endpoint_pushes_carry_only_the_changed_assignments() {
     let push = s.recv().await;
     assert_eq!(names(&push), [REVIEWS]);
     assert_ne!(push.version_info, eds.version_info);
+}
+
+/// A SotW proxy in `ns` with CDS and EDS (the given names) acknowledged.
+async fn synced_sotw(f: &Fixture, ns: &str, eds_names: &[&str]) -> Sotw {
+    let mut s = Sotw::open(f).await;
+    s.send(req(ns, CLUSTER, &[], "", "")).await;
+    let cds = s.recv().await;
+    s.send(req(ns, CLUSTER, &[], &cds.version_info, &cds.nonce))
+        .await;
+    if !eds_names.is_empty() {
+        s.send(req(ns, ENDPOINT, eds_names, "", "")).await;
+        let eds = s.recv().await;
+        s.send(req(ns, ENDPOINT, eds_names, &eds.version_info, &eds.nonce))
+            .await;
+    }
+    s.nothing().await;
+    s
+}
+
+fn pods(specs: &[(&str, &str, &str, bool)]) -> String {
+    specs
+        .iter()
+        .map(|(name, version, ip, ready)| pod(name, version, ip, *ready))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[tokio::test]
+async fn registry_changes_within_the_debounce_make_one_push() {
+    let mut f = Fixture::with_push(PushOptions {
+        debounce: Duration::from_millis(300),
+        max_delay: Duration::from_secs(5),
+    })
+    .await;
+    let mut s = synced_sotw(&f, "bookinfo", &[REVIEWS, REVIEWS_V1]).await;
+    // Three changes 50 ms apart: r3 joins, r4 joins, r2 goes unready.
+    let mut specs = vec![
+        ("r1", "v1", "198.18.0.1", true),
+        ("r2", "v2", "198.18.0.2", true),
+        ("r3", "v1", "198.18.0.3", true),
+    ];
+    f.set_pods(&pods(&specs));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    specs.push(("r4", "v2", "198.18.0.4", true));
+    f.set_pods(&pods(&specs));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    specs[1].3 = false;
+    f.set_pods(&pods(&specs));
+    let push = s.recv().await;
+    assert_eq!(push.type_url, ENDPOINT);
+    // Both assignments changed; the push carries the last state: r1 to r4 in the
+    // service (r2 unhealthy), r1 and r3 in subset v1.
+    assert_eq!(names(&push), [REVIEWS_V1, REVIEWS]);
+    assert_eq!(endpoint_count(&push), 6);
+    let unhealthy: usize = push
+        .resources
+        .iter()
+        .map(|a| {
+            ClusterLoadAssignment::decode(a.value.as_slice())
+                .unwrap()
+                .endpoints
+                .iter()
+                .flat_map(|l| &l.lb_endpoints)
+                .filter(|e| e.health_status == 2)
+                .count()
+        })
+        .sum();
+    assert_eq!(unhealthy, 1, "r2 went unready in the last change");
+    s.send(req(
+        "bookinfo",
+        ENDPOINT,
+        &[REVIEWS, REVIEWS_V1],
+        &push.version_info,
+        &push.nonce,
+    ))
+    .await;
+    // …and nothing more: the three changes made one push.
+    if let Ok(m) = tokio::time::timeout(Duration::from_millis(700), s.rx.message()).await {
+        panic!(
+            "expected one push, got another: {:?}",
+            m.map(|m| m.map(|m| m.type_url))
+        );
+    }
+    assert_eq!(f.server.statuses()[0].types["eds"].pushes, 2);
+}
+
+#[tokio::test]
+async fn a_steady_stream_of_changes_is_pushed_at_the_max_delay() {
+    let mut f = Fixture::with_push(PushOptions {
+        debounce: Duration::from_millis(200),
+        max_delay: Duration::from_millis(250),
+    })
+    .await;
+    let mut s = synced_sotw(&f, "bookinfo", &[REVIEWS, REVIEWS_V1]).await;
+    // A change every 50 ms for 1 s: never quiet for 200 ms, so only the max delay pushes.
+    let started = std::time::Instant::now();
+    let mut pushed_while_changing = false;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        i += 1;
+        f.set_pods(&pods(&[
+            ("r1", "v1", "198.18.0.1", true),
+            ("r2", "v2", "198.18.0.2", i % 2 == 0),
+        ]));
+        if let Ok(Ok(Some(m))) =
+            tokio::time::timeout(Duration::from_millis(50), s.rx.message()).await
+        {
+            pushed_while_changing = true;
+            s.send(req(
+                "bookinfo",
+                ENDPOINT,
+                &[REVIEWS, REVIEWS_V1],
+                &m.version_info,
+                &m.nonce,
+            ))
+            .await;
+        }
+    }
+    assert!(
+        pushed_while_changing,
+        "no push within 1 s of changes every 50 ms (max delay 250 ms)"
+    );
+}
+
+#[tokio::test]
+async fn a_change_a_proxy_cannot_see_sends_it_nothing() {
+    let mut f = Fixture::new().await;
+    let mut bookinfo = synced_sotw(&f, "bookinfo", &[REVIEWS, REVIEWS_V1]).await;
+    let mut team = synced_sotw(&f, "team", &[]).await;
+    // A service only its own namespace sees (exportTo '.'): team's clusters change,
+    // bookinfo's config does not.
+    f.set_file(
+        "more.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: hidden\n  namespace: team\n  annotations: {networking.istio.io/exportTo: '.'}\nspec:\n  ports: [{name: http, port: 81}]\n",
+    );
+    let cds = team.recv().await;
+    assert_eq!(cds.type_url, CLUSTER);
+    assert!(names(&cds).iter().any(|n| n.contains("hidden.team")));
+    bookinfo.nothing().await;
+    let st = f.server.statuses();
+    let b = st
+        .iter()
+        .find(|c| c.proxy.as_ref().is_some_and(|p| p.namespace == "bookinfo"))
+        .unwrap();
+    assert_eq!(b.types["cds"].pushes, 1, "only the first response");
+    assert_eq!(b.types["eds"].pushes, 1, "only the first response");
+}
+
+#[tokio::test]
+async fn an_endpoint_change_goes_only_to_the_proxies_watching_it() {
+    let mut f = Fixture::new().await;
+    // Both assignments, only the subset's, and (Delta) only the service's.
+    let mut both = synced_sotw(&f, "bookinfo", &[REVIEWS, REVIEWS_V1]).await;
+    let mut subset = synced_sotw(&f, "bookinfo", &[REVIEWS_V1]).await;
+    let mut d = DeltaStream::open(&f).await;
+    d.tx.send(dreq(ENDPOINT, &[REVIEWS], &[], ""))
+        .await
+        .unwrap();
+    let first = d.recv().await;
+    assert_eq!(first.resources.len(), 1);
+    d.tx.send(dreq(ENDPOINT, &[], &[], &first.nonce))
+        .await
+        .unwrap();
+    d.nothing().await;
+
+    // r2 (v2) goes unready: only the service's assignment changes.
+    f.set_pods(&pods(&[
+        ("r1", "v1", "198.18.0.1", true),
+        ("r2", "v2", "198.18.0.2", false),
+    ]));
+    let push = both.recv().await;
+    assert_eq!(
+        push.type_url, ENDPOINT,
+        "no CDS push for an endpoint change"
+    );
+    assert_eq!(names(&push), [REVIEWS]);
+    let dpush = d.recv().await;
+    assert_eq!(
+        dpush
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        [REVIEWS]
+    );
+    subset.nothing().await;
+    both.nothing().await;
+
+    // The debug API lists what each proxy subscribed to.
+    let st = serde_json::to_value(f.server.statuses()).unwrap();
+    let subscribed: Vec<&serde_json::Value> = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["types"]["eds"]["subscribed"])
+        .collect();
+    assert!(subscribed.contains(&&serde_json::json!([REVIEWS_V1])));
+    assert!(subscribed.contains(&&serde_json::json!([REVIEWS])));
+    assert!(subscribed.contains(&&serde_json::json!([REVIEWS_V1, REVIEWS])));
 }

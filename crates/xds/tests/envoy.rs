@@ -162,8 +162,7 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
             .args([
                 "-c",
                 path.to_str().unwrap(),
-                "--base-id",
-                &admin.to_string(),
+                "--disable-hot-restart",
                 "--log-level",
                 "warn",
             ])

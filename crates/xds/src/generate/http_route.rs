@@ -679,13 +679,16 @@ fn route_action(
 }
 
 /// Istio's `setTimeout` for proxies (not proxyless gRPC): the rule's timeout or 0s
-/// (disabled); `max_grpc_timeout` follows it so `grpc-timeout` headers are honoured.
+/// (disabled); the `grpc-timeout` header is honoured up to it
+/// (`max_stream_duration.grpc_timeout_header_max`, which replaced `max_grpc_timeout`).
 fn set_timeout(action: &mut RouteAction, timeout: Option<PbDuration>) {
     let timeout = timeout.unwrap_or_default();
-    #[allow(deprecated)]
-    {
-        action.max_grpc_timeout = Some(timeout);
-    }
+    action.max_stream_duration = Some(
+        envoy_types::pb::envoy::config::route::v3::route_action::MaxStreamDuration {
+            grpc_timeout_header_max: Some(timeout),
+            ..Default::default()
+        },
+    );
     action.timeout = Some(timeout);
 }
 
@@ -1569,8 +1572,10 @@ mod tests {
         assert_eq!(cluster_of(r), REVIEWS);
         let a = action(r);
         assert_eq!(a.timeout, secs(0));
-        #[allow(deprecated)]
-        let max_grpc = a.max_grpc_timeout;
+        let max_grpc = a
+            .max_stream_duration
+            .as_ref()
+            .and_then(|m| m.grpc_timeout_header_max);
         assert_eq!(max_grpc, secs(0));
         assert_eq!(a.retry_policy, retry_policy(None, false));
         assert_eq!(
@@ -1989,8 +1994,10 @@ mod tests {
         );
         let a = action(&r[0]);
         assert_eq!(a.timeout, secs(10));
-        #[allow(deprecated)]
-        let max_grpc = a.max_grpc_timeout;
+        let max_grpc = a
+            .max_stream_duration
+            .as_ref()
+            .and_then(|m| m.grpc_timeout_header_max);
         assert_eq!(max_grpc, secs(10));
         let r = routes(
             json!({"http": [{"timeout": "1.5s", "route": [{"destination": {"host": "reviews"}}]}]}),
@@ -2489,8 +2496,10 @@ mod tests {
         assert_eq!(cluster_of(&r), REVIEWS);
         let a = action(&r);
         assert_eq!(a.timeout, secs(0));
-        #[allow(deprecated)]
-        let max_grpc = a.max_grpc_timeout;
+        let max_grpc = a
+            .max_stream_duration
+            .as_ref()
+            .and_then(|m| m.grpc_timeout_header_max);
         assert_eq!(max_grpc, secs(0));
         assert_eq!(a.retry_policy, retry_policy(None, false));
         assert_eq!(a.hash_policy, [header_hash("x-user")]);

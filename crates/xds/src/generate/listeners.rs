@@ -196,11 +196,14 @@ pub fn listener(
     }
 }
 
-/// A capture listener: takes connections redirected by iptables and hands each to the
-/// listener of its original destination, else to `default`.
+/// A capture listener: takes connections redirected by iptables and restores their
+/// original destination. Outbound, each is handed to the listener of that destination
+/// (`use_original_dst`); inbound, its own filter chains choose by destination port
+/// (handing inbound connections to the outbound `0.0.0.0_PORT` listeners would loop).
 pub fn capture_listener(name: &str, port: u16, direction: TrafficDirection) -> Listener {
     Listener {
-        use_original_dst: Some(BoolValue { value: true }),
+        use_original_dst: (direction == TrafficDirection::Outbound)
+            .then_some(BoolValue { value: true }),
         listener_filters: vec![original_dst()],
         ..listener(name, "0.0.0.0", port, true, direction, Vec::new())
     }

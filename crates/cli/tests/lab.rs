@@ -1,0 +1,492 @@
+//! The lab end to end: `isthmus lab` runs Istio's unmodified bookinfo, curl and
+//! helloworld manifests in network namespaces with real Envoy sidecars, and Istio's
+//! networking samples route the traffic. Needs root (skipped otherwise, never with
+//! CI=true). Each test runs its own lab (own name and directory) and removes it at the
+//! end, passing or failing.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const ISTIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio");
+
+fn sample(rel: &str) -> String {
+    format!("{ISTIO}/samples/{rel}")
+}
+
+fn net(file: &str) -> String {
+    sample(&format!("bookinfo/networking/{file}"))
+}
+
+/// A lab for one test, brought down when dropped.
+struct TestLab {
+    dir: tempfile::TempDir,
+    name: String,
+    envoy: PathBuf,
+}
+
+impl TestLab {
+    /// A lab named after the test, or None when this machine can't run one (not root,
+    /// no Envoy) and CI is not set.
+    fn new(test: &str) -> Option<Self> {
+        if !isthmus_testkit::require_root(test) {
+            return None;
+        }
+        let envoy = isthmus_testkit::require_envoy(test)?;
+        assert!(
+            which("setpriv").is_some(),
+            "{test}: setpriv (util-linux) is needed to run Envoy as uid 1337"
+        );
+        let name = format!(
+            "t{}{}",
+            std::process::id() % 10000,
+            &test[..test.len().min(4)]
+        );
+        Some(Self {
+            dir: tempfile::tempdir().unwrap(),
+            name,
+            envoy,
+        })
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_isthmus"))
+            .arg("lab")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--name")
+            .arg(&self.name)
+            .args(args)
+            .env("ISTHMUS_ENVOY", &self.envoy)
+            .env("ISTHMUS_ISTIO_DIR", ISTIO)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a lab verb that must succeed.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        if !out.status.success() {
+            self.fail(&format!(
+                "`isthmus lab {}` failed:\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A shell command in the curl pod (which has a sidecar).
+    fn sh(&self, script: &str) -> String {
+        self.ok(&["exec", "cluster1", "default/curl", "--", "sh", "-c", script])
+    }
+
+    #[track_caller]
+    fn fail(&self, msg: &str) -> ! {
+        let status = self.cmd(&["status"]);
+        let cp = self.cmd(&["logs", "cluster1", "istio-system/istiod"]);
+        let cp = String::from_utf8_lossy(&cp.stdout);
+        let tail: Vec<&str> = cp.lines().rev().take(30).collect();
+        panic!(
+            "{msg}\n--- lab status ---\n{}\n--- control plane log (last lines) ---\n{}",
+            String::from_utf8_lossy(&status.stdout),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+
+    /// Polls `check` every 100 ms until it returns Ok, else fails with the last Err.
+    #[track_caller]
+    fn until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            match check() {
+                Ok(v) => return v,
+                Err(e) if start.elapsed() > timeout => self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {what}; last: {e}"
+                )),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The versions of `n` answers of reviews (from the curl pod, through its sidecar).
+    fn reviews_versions(&self, n: usize, header: Option<&str>) -> Vec<String> {
+        let h = header.map(|h| format!("-H '{h}'")).unwrap_or_default();
+        let out = self.sh(&format!(
+            "for i in $(seq {n}); do curl -s -m 5 {h} http://reviews:9080/reviews/0; echo; done"
+        ));
+        out.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["podname"].as_str().map(version_of))
+                    .unwrap_or_else(|| format!("error: {l}"))
+            })
+            .collect()
+    }
+}
+
+fn version_of(pod: &str) -> String {
+    pod.split('-').nth(1).unwrap_or_default().to_string()
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let out = self.cmd(&["down"]);
+        if !out.status.success() {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("lab down failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+}
+
+fn all(versions: &[String], v: &str) -> Result<(), String> {
+    if versions.iter().all(|x| x == v) {
+        Ok(())
+    } else {
+        Err(format!("{versions:?}"))
+    }
+}
+
+#[test]
+fn bookinfo_through_sidecars_and_the_ingress_gateway() {
+    let Some(lab) = TestLab::new("bookinfo") else {
+        return;
+    };
+    let up = lab.ok(&[
+        "up",
+        "-f",
+        &sample("bookinfo/platform/kube/bookinfo.yaml"),
+        "-f",
+        &sample("curl/curl.yaml"),
+        "-f",
+        &net("bookinfo-gateway.yaml"),
+    ]);
+    assert!(up.contains("up in"), "{up}");
+
+    // Through the ingress gateway: the page with reviews from some version.
+    let page = lab.until(
+        "the product page through the ingress gateway",
+        Duration::from_secs(10),
+        || {
+            let out = lab.ok(&[
+                "exec",
+                "cluster1",
+                "istio-system/istio-ingressgateway",
+                "--",
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "http://127.0.0.1:8080/productpage",
+            ]);
+            if out.contains("Reviews served by") {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    );
+    assert!(page.contains("Simple Bookstore App"), "{page}");
+
+    // All traffic to v1: no stars.
+    lab.ok(&[
+        "apply",
+        "cluster1",
+        "-f",
+        &net("destination-rule-all.yaml"),
+        "-f",
+        &net("virtual-service-all-v1.yaml"),
+    ]);
+    lab.until("reviews all v1", Duration::from_secs(5), || {
+        all(&lab.reviews_versions(20, None), "v1")
+    });
+    let page = lab.sh("curl -s http://productpage:9080/productpage");
+    assert!(
+        !page.contains("glyphicon-star"),
+        "v1 shows no stars: {page}"
+    );
+
+    // 50/50 between v1 and v3 over 200 requests.
+    lab.ok(&[
+        "apply",
+        "cluster1",
+        "-f",
+        &net("virtual-service-reviews-50-v3.yaml"),
+    ]);
+    lab.until("reviews v1 and v3", Duration::from_secs(5), || {
+        let v = lab.reviews_versions(10, None);
+        if v.iter().any(|x| x == "v3") {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    });
+    let v = lab.reviews_versions(200, None);
+    let v1 = v.iter().filter(|x| *x == "v1").count();
+    let v3 = v.iter().filter(|x| *x == "v3").count();
+    assert_eq!(v1 + v3, 200, "only v1 and v3 answer: {v:?}");
+    // Binomial(200, 0.5): 70..=130 is beyond 4 standard deviations.
+    assert!((70..=130).contains(&v1), "v1 {v1}, v3 {v3}");
+
+    // Jason (logged in through productpage) gets v2's black stars; others v3's red.
+    lab.ok(&[
+        "apply",
+        "cluster1",
+        "-f",
+        &net("virtual-service-reviews-jason-v2-v3.yaml"),
+    ]);
+    lab.until("anonymous users on v3", Duration::from_secs(5), || {
+        all(&lab.reviews_versions(10, None), "v3")
+    });
+    let jason = lab.sh(
+        "curl -s -c /tmp/jar -o /dev/null -d 'username=jason&passwd=jason' http://productpage:9080/login && curl -s -b /tmp/jar http://productpage:9080/productpage",
+    );
+    assert!(
+        jason.contains("<font color=\"black\">") && jason.contains("jason"),
+        "{jason}"
+    );
+    let anon = lab.sh("curl -s http://productpage:9080/productpage");
+    assert!(anon.contains("<font color=\"red\">"), "{anon}");
+
+    // A fault abort on ratings for jason: the page says ratings are unavailable.
+    lab.ok(&[
+        "apply",
+        "cluster1",
+        "-f",
+        &net("virtual-service-ratings-test-abort.yaml"),
+    ]);
+    lab.until("ratings aborted for jason", Duration::from_secs(5), || {
+        let p = lab.sh("curl -s -b /tmp/jar http://productpage:9080/productpage");
+        if p.contains("Ratings service is currently unavailable") {
+            Ok(())
+        } else {
+            Err("stars still shown".into())
+        }
+    });
+    let anon = lab.sh("curl -s http://productpage:9080/productpage");
+    assert!(
+        !anon.contains("Ratings service is currently unavailable"),
+        "{anon}"
+    );
+
+    // A VirtualService changed while traffic flows: every answer is v1 or v3, none
+    // fails, and the proxies are not restarted.
+    lab.ok(&[
+        "apply",
+        "cluster1",
+        "-f",
+        &net("virtual-service-all-v1.yaml"),
+    ]);
+    lab.until("reviews all v1 again", Duration::from_secs(5), || {
+        all(&lab.reviews_versions(10, None), "v1")
+    });
+    let pid_before = lab.sh("pgrep -f envoy-rev | sort | head -1");
+    let loader = lab.cmd_spawn_loop();
+    // Read its output as it comes, so it never blocks on a full pipe.
+    let loader = std::thread::spawn(move || loader.wait_with_output().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    lab.ok(&[
+        "apply",
+        "cluster1",
+        "-f",
+        &net("virtual-service-reviews-v3.yaml"),
+    ]);
+    lab.until("reviews all v3", Duration::from_secs(5), || {
+        all(&lab.reviews_versions(10, None), "v3")
+    });
+    let during = loader.join().unwrap();
+    let lines = String::from_utf8_lossy(&during.stdout);
+    let versions: Vec<String> = lines
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["podname"].as_str().map(version_of))
+                .unwrap_or_else(|| format!("error: {l}"))
+        })
+        .collect();
+    assert!(
+        versions.len() > 20,
+        "traffic flowed during the change: {versions:?}"
+    );
+    assert!(
+        versions.iter().all(|v| v == "v1" || v == "v3"),
+        "no request failed: {versions:?}"
+    );
+    assert_eq!(
+        pid_before,
+        lab.sh("pgrep -f envoy-rev | sort | head -1"),
+        "Envoy was not restarted"
+    );
+}
+
+impl TestLab {
+    /// 3 s of requests to reviews from the curl pod, in the background.
+    fn cmd_spawn_loop(&self) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_isthmus"))
+            .arg("lab")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--name")
+            .arg(&self.name)
+            .args(["exec", "cluster1", "default/curl", "--", "sh", "-c"])
+            .arg("end=$(($(date +%s%N)+3000000000)); while [ $(date +%s%N) -lt $end ]; do curl -s -m 5 http://reviews:9080/reviews/0; echo; done")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+#[test]
+fn plain_pods_and_scaling() {
+    let Some(lab) = TestLab::new("scaling") else {
+        return;
+    };
+    // helloworld in a namespace without injection: plain pods, still reachable from a
+    // pod with a sidecar.
+    let hello = sample("helloworld/helloworld.yaml");
+    lab.ok(&["up", "-f", &sample("curl/curl.yaml")]);
+    lab.ok(&["apply", "cluster1", "-n", "plain", "-f", &hello]);
+    let status = lab.ok(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("plain/helloworld-v1") && l.contains(" plain ")),
+        "helloworld runs without a sidecar: {status}"
+    );
+    let out = lab.until(
+        "helloworld from the curl pod",
+        Duration::from_secs(5),
+        || {
+            let o = lab.sh("curl -s -m 3 http://helloworld.plain:5000/hello");
+            if o.starts_with("Hello version:") {
+                Ok(o)
+            } else {
+                Err(o)
+            }
+        },
+    );
+    assert!(out.contains("instance: helloworld-v"), "{out}");
+
+    // Scaling changes the endpoints the curl pod's Envoy uses, within a second.
+    let endpoints = || -> usize {
+        let clusters = lab.sh("curl -s http://127.0.0.1:15000/clusters");
+        clusters
+            .lines()
+            .filter(|l| {
+                l.starts_with("outbound|5000||helloworld.plain.svc.cluster.local::")
+                    && l.ends_with("::health_flags::healthy")
+            })
+            .count()
+    };
+    lab.until("2 helloworld endpoints", Duration::from_secs(5), || {
+        let n = endpoints();
+        if n == 2 { Ok(()) } else { Err(format!("{n}")) }
+    });
+    lab.ok(&[
+        "scale",
+        "cluster1",
+        "plain/helloworld-v1",
+        "--replicas",
+        "3",
+    ]);
+    lab.until(
+        "4 endpoints within a second",
+        Duration::from_secs(1),
+        || {
+            let n = endpoints();
+            if n == 4 { Ok(()) } else { Err(format!("{n}")) }
+        },
+    );
+    lab.ok(&[
+        "scale",
+        "cluster1",
+        "plain/helloworld-v1",
+        "--replicas",
+        "1",
+    ]);
+    lab.until(
+        "2 endpoints within a second",
+        Duration::from_secs(1),
+        || {
+            let n = endpoints();
+            if n == 2 { Ok(()) } else { Err(format!("{n}")) }
+        },
+    );
+}
+
+#[test]
+fn down_removes_everything_also_after_kill_9() {
+    let Some(lab) = TestLab::new("cleanup") else {
+        return;
+    };
+    lab.ok(&["up", "-f", &sample("curl/curl.yaml")]);
+    let prefix = format!("il-{}", lab.name);
+    let netns = || -> Vec<String> {
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| *n == prefix || n.starts_with(&format!("{prefix}-")))
+            .map(String::from)
+            .collect()
+    };
+    let pids = || -> Vec<String> {
+        netns()
+            .iter()
+            .flat_map(|n| {
+                let out = Command::new("ip")
+                    .args(["netns", "pids", n])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert!(!netns().is_empty() && !pids().is_empty());
+    // Every process of the lab killed at once, and its state file lost.
+    for p in pids() {
+        let _ = Command::new("kill").args(["-KILL", &p]).status();
+    }
+    let _ = std::fs::remove_file(lab.dir.path().join("lab.json"));
+    lab.ok(&["down"]);
+    assert!(netns().is_empty(), "namespaces left: {:?}", netns());
+    let etc: Vec<_> = std::fs::read_dir("/etc/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(etc.is_empty(), "/etc/netns entries left: {etc:?}");
+    let ps = Command::new("pgrep")
+        .args(["-f", lab.dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
