@@ -225,6 +225,13 @@ impl Lab {
                 "Envoy not found: set ISTHMUS_ENVOY to an Envoy binary (scripts/envoy.sh installs one)".into(),
             ));
         }
+        // The agent and Envoy run as the proxy's uid: they need binaries that uid can
+        // reach (a checkout under /root can't be): else copies in the lab directory.
+        let bin = self.dir.join("bin");
+        self.exe = runnable_by_others(&self.exe, &bin)?;
+        if let Some(e) = &self.envoy {
+            self.envoy = Some(runnable_by_others(e, &bin)?);
+        }
         self.state.topology = Some(topology.clone());
         self.write_mesh(&topology)?;
         for c in &topology.clusters {
@@ -1173,6 +1180,60 @@ impl Lab {
         }
         out
     }
+}
+
+/// `path`, when every directory above it lets other users through and others may
+/// execute it; else a copy in `bin` (kept while the original is unchanged).
+fn runnable_by_others(path: &Path, bin: &Path) -> Result<PathBuf, LabError> {
+    use std::os::unix::fs::PermissionsExt;
+    let others_x = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    };
+    let reachable = others_x(path)
+        && path
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty())
+            .all(others_x);
+    if reachable {
+        return Ok(path.to_path_buf());
+    }
+    let err = |what: &str, p: &Path, e: std::io::Error| {
+        LabError::State(format!(
+            "{what} {}: {e} (the proxy runs as uid {PROXY_UID} and cannot reach {})",
+            p.display(),
+            path.display()
+        ))
+    };
+    let name = path.file_name().unwrap_or_default();
+    let dest = bin.join(name);
+    let src_len = path.metadata().map_err(|e| err("reading", path, e))?.len();
+    if dest.metadata().is_ok_and(|m| m.len() == src_len) && others_x(&dest) {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(bin).map_err(|e| err("creating", bin, e))?;
+    for d in [bin, bin.parent().unwrap_or(bin)] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| err("opening up", d, e))?;
+    }
+    let tmp = bin.join(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::copy(path, &tmp).map_err(|e| err("copying to", &tmp, e))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .and_then(|_| std::fs::rename(&tmp, &dest))
+        .map_err(|e| err("installing", &dest, e))?;
+    if !dest
+        .ancestors()
+        .skip(1)
+        .filter(|d| !d.as_os_str().is_empty())
+        .all(others_x)
+    {
+        return Err(LabError::State(format!(
+            "{}: a directory above it is closed to other users, so the proxy (uid {PROXY_UID}) cannot run it; use a lab directory under /run or /tmp (--dir)",
+            dest.display()
+        )));
+    }
+    Ok(dest)
 }
 
 /// The first free address of a range after the ten reserved at its start (gateway,
