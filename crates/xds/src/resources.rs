@@ -63,10 +63,11 @@ pub struct ProxyResources {
 
 impl ProxyResources {
     pub fn add(&mut self, type_url: &str, r: Resource) {
-        self.by_type
-            .entry(type_url.to_string())
-            .or_default()
-            .insert(r.name.clone(), r);
+        let map = match self.by_type.get_mut(type_url) {
+            Some(m) => m,
+            None => self.by_type.entry(type_url.to_string()).or_default(),
+        };
+        map.insert(r.name.clone(), r);
     }
 
     pub fn of(&self, type_url: &str) -> Option<&BTreeMap<String, Resource>> {

@@ -170,35 +170,65 @@ impl IstioGenerator {
         }
     }
 
-    fn service_output(
+    /// What every visible service generates for this proxy, from the cache where it
+    /// can be: the cache is locked once to look everything up and once to store what
+    /// was missing, not once per service (views are generated on several threads).
+    fn service_outputs(
         &self,
-        svc: &Arc<Service>,
-        visible: Vec<ClusterId>,
-        dr: Option<&Arc<DrEntry>>,
-    ) -> ServiceOutput {
-        let key = (svc.hostname.clone(), visible, dr.map(|d| d.key.clone()));
+        index: &ConfigIndex,
+        proxy: &Proxy,
+        visible: &BTreeMap<&str, (&Arc<Service>, Vec<ClusterId>)>,
+    ) -> Vec<ServiceOutput> {
+        type Key = (Hostname, Vec<ClusterId>, Option<ObjectKey>);
+        let mut outputs: Vec<Option<ServiceOutput>> = Vec::with_capacity(visible.len());
+        let mut misses: Vec<(usize, Key, Option<&Arc<DrEntry>>)> = Vec::new();
         {
             let cache = lock(&self.cache);
-            if let Some(e) = cache.entries.get(&key)
-                && Arc::ptr_eq(&e.service, svc)
-                && match (&e.dr, dr) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => Arc::ptr_eq(&a.dr, &b.dr),
-                    _ => false,
+            for (host, (svc, clusters)) in visible {
+                let dr = index.destination_rule(host, &proxy.namespace, svc.namespace());
+                let key = (
+                    svc.hostname.clone(),
+                    clusters.clone(),
+                    dr.map(|d| d.key.clone()),
+                );
+                let hit = cache.entries.get(&key).filter(|e| {
+                    Arc::ptr_eq(&e.service, svc)
+                        && match (&e.dr, dr) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => Arc::ptr_eq(&a.dr, &b.dr),
+                            _ => false,
+                        }
+                });
+                match hit {
+                    Some(e) => outputs.push(Some(e.output.clone())),
+                    None => {
+                        misses.push((outputs.len(), key, dr));
+                        outputs.push(None);
+                    }
                 }
-            {
-                return e.output.clone();
             }
         }
-        let output = Arc::new(clusters::service_resources(svc, &key.1, dr.map(|d| &**d)));
-        let entry = CacheEntry {
-            service: svc.clone(),
-            visible: key.1.clone(),
-            dr: dr.cloned(),
-            output: output.clone(),
-        };
-        lock(&self.cache).entries.insert(key, entry);
-        output
+        if !misses.is_empty() {
+            let services: Vec<&Arc<Service>> = visible.values().map(|(s, _)| *s).collect();
+            let made: Vec<(Key, CacheEntry)> = misses
+                .into_iter()
+                .map(|(i, key, dr)| {
+                    let svc = services[i];
+                    let output =
+                        Arc::new(clusters::service_resources(svc, &key.1, dr.map(|d| &**d)));
+                    outputs[i] = Some(output.clone());
+                    let entry = CacheEntry {
+                        service: svc.clone(),
+                        visible: key.1.clone(),
+                        dr: dr.cloned(),
+                        output,
+                    };
+                    (key, entry)
+                })
+                .collect();
+            lock(&self.cache).entries.extend(made);
+        }
+        outputs.into_iter().flatten().collect()
     }
 
     /// Drops cache entries of services gone from the snapshot (once per snapshot).
@@ -293,9 +323,8 @@ impl IstioGenerator {
             visible,
         };
         let mut out = ProxyResources::default();
-        for (host, (svc, clusters)) in &ctx.visible {
-            let dr = index.destination_rule(host, &proxy.namespace, svc.namespace());
-            for (type_url, r) in self.service_output(svc, clusters.clone(), dr).iter() {
+        for output in self.service_outputs(index, proxy, &ctx.visible) {
+            for (type_url, r) in output.iter() {
                 out.add(type_url, r.clone());
             }
         }
