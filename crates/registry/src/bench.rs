@@ -223,7 +223,13 @@ fn to_changes(objects: Vec<Object>) -> Vec<ObjectChange> {
 
 /// Resident and peak resident memory of this process, in bytes (Linux).
 pub fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    process_memory("self")
+}
+
+/// Resident and peak resident memory (VmRSS, VmHWM) of a process (`self` or a pid),
+/// in bytes (Linux).
+pub fn process_memory(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()

@@ -271,20 +271,6 @@ fn cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Resident memory now and at its peak (VmRSS, VmHWM), in bytes.
-fn memory(pid: &str) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// The process's thread count.
 fn threads(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -903,7 +889,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
         opts.discovery_args.join(" "),
         dir.display()
     );
-    let (rss_idle, _) = memory(&pid);
+    let (rss_idle, _) = isthmus_registry::bench::process_memory(&pid);
     let cpu_start = cpu_seconds(&pid);
     let me_start = cpu_seconds("self");
     let target: Arc<str> = target_cluster(shape).into();
@@ -941,7 +927,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
     }
     let connect_wall = t0.elapsed();
     let cpu_connect = cpu_seconds(&pid) - cpu_start;
-    let (rss_connected, hwm_connect) = memory(&pid);
+    let (rss_connected, hwm_connect) = isthmus_registry::bench::process_memory(&pid);
     let threads_connected = threads(&pid);
     let _ = writeln!(
         out,
@@ -1121,7 +1107,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
         ms(pct(&cpu_pushes, 0.5)),
         ms(pct(&cpu_pushes_clients, 0.5)),
     );
-    let (rss_end, hwm) = memory(&pid);
+    let (rss_end, hwm) = isthmus_registry::bench::process_memory(&pid);
     let cpu_total = cpu_seconds(&pid) - cpu_start;
     let _ = writeln!(
         out,
@@ -1138,7 +1124,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
         out,
         "  control plane CPU            {cpu_total:.2} s in all (after start-up)"
     );
-    let (me_rss, me_hwm) = memory("self");
+    let (me_rss, me_hwm) = isthmus_registry::bench::memory();
     let _ = writeln!(
         out,
         "  simulated proxies (this process): CPU {:.2} s, resident {}, peak {}",
