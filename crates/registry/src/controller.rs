@@ -15,7 +15,9 @@ use crate::model::ChangeEvent;
 use crate::registry::{Registry, Snapshot, SyncState};
 use crate::source::ManifestSource;
 
-/// How long file events are gathered before the tree is read again.
+/// How long a file being written (created or modified, not closed yet) is waited for
+/// before the tree is read again. A file closed after writing, renamed into place or
+/// removed is read at once.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(10);
 /// How often a tree is read again even without file events (catches missed events
 /// and directories that come back).
@@ -108,15 +110,11 @@ impl Controller {
             let root = mesh.resolve(dir);
             let mut source = ManifestSource::new(c.name.clone(), root.clone(), &mesh.domain_suffix);
             inner.rescan(&mut source, &[]);
-            let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
+            let (tx, rx) = mpsc::unbounded_channel::<FileEvent>();
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                // Reads (open, close-without-write) change nothing, and the rescan's
-                // own reads would otherwise trigger the next rescan, forever.
-                if let Ok(ev) = res
-                    && !matches!(ev.kind, notify::EventKind::Access(_))
-                {
-                    for p in ev.paths {
-                        let _ = tx.send(p);
+                if let Ok(ev) = res {
+                    for e in FileEvent::of(ev) {
+                        let _ = tx.send(e);
                     }
                 }
             }) {
@@ -180,22 +178,77 @@ impl Drop for Controller {
     }
 }
 
+/// A file event that may change what the tree holds.
+#[derive(Debug)]
+struct FileEvent {
+    path: PathBuf,
+    /// The file is whole: closed after writing, renamed into place, or removed.
+    complete: bool,
+}
+
+impl FileEvent {
+    fn of(ev: notify::Event) -> Vec<FileEvent> {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        let complete = match ev.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_) => true,
+            // Reads (open, close-without-write) change nothing, and the rescan's own
+            // reads would otherwise trigger the next rescan, forever.
+            EventKind::Access(_) => return Vec::new(),
+            _ => false,
+        };
+        ev.paths
+            .into_iter()
+            // Hidden files (an editor's swap file, a sync tool's temporary) are never
+            // read; their events alone change nothing.
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+            })
+            .map(|path| FileEvent { path, complete })
+            .collect()
+    }
+}
+
 async fn watch_loop(
     inner: Arc<Inner>,
     mut source: ManifestSource,
-    mut rx: mpsc::UnboundedReceiver<PathBuf>,
+    mut rx: mpsc::UnboundedReceiver<FileEvent>,
 ) {
     let mut tick = tokio::time::interval(RESCAN_INTERVAL);
     tick.tick().await;
     loop {
         let mut touched = Vec::new();
         tokio::select! {
-            p = rx.recv() => {
-                let Some(p) = p else { return };
-                touched.push(p);
-                tokio::time::sleep(WATCH_DEBOUNCE).await;
-                while let Ok(p) = rx.try_recv() {
-                    touched.push(p);
+            e = rx.recv() => {
+                let Some(e) = e else { return };
+                // Paths still being written: wait for them (at most WATCH_DEBOUNCE),
+                // then read everything touched meanwhile at once.
+                let mut writing = std::collections::BTreeSet::new();
+                let mut note = |e: FileEvent, writing: &mut std::collections::BTreeSet<PathBuf>| {
+                    if e.complete {
+                        writing.remove(&e.path);
+                    } else {
+                        writing.insert(e.path.clone());
+                    }
+                    touched.push(e.path);
+                };
+                note(e, &mut writing);
+                let deadline = tokio::time::Instant::now() + WATCH_DEBOUNCE;
+                loop {
+                    while let Ok(e) = rx.try_recv() {
+                        note(e, &mut writing);
+                    }
+                    if writing.is_empty() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(e)) => note(e, &mut writing),
+                        Ok(None) | Err(_) => break,
+                    }
                 }
             }
             _ = tick.tick() => {}

@@ -134,7 +134,16 @@ pub async fn run_with_push(
     tonic::transport::Server::builder()
         .add_service(server.service())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            // Responses go out as soon as they are written (no Nagle delay behind an
+            // unacknowledged earlier one), as every gRPC server does.
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                |conn| {
+                    conn.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                },
+            ),
             async move {
                 let _ = stop_grpc.wait_for(|s| *s).await;
             },

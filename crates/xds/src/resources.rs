@@ -32,7 +32,7 @@ pub fn wildcard_by_default(type_url: &str) -> bool {
 }
 
 /// One resource, encoded, with a version that changes exactly when its content does.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Resource {
     pub name: String,
     /// Shared: every proxy that receives the resource holds the same bytes.
@@ -55,10 +55,25 @@ impl Resource {
     }
 }
 
+/// Equal when the name and the content version are: the version is a hash of the
+/// encoded content, so the bytes need not be compared.
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && (Arc::ptr_eq(&self.any, &other.any)
+                || (self.version == other.version && self.any.type_url == other.any.type_url))
+    }
+}
+
+/// Resources of one type by name. Persistent: a config derived from another (one
+/// service's endpoints changed) shares everything else with it, and the two compare
+/// in time proportional to what differs.
+pub type ByName = imbl::OrdMap<String, Resource>;
+
 /// Everything generated for one proxy: per type URL, resources by name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProxyResources {
-    pub by_type: BTreeMap<String, BTreeMap<String, Resource>>,
+    pub by_type: BTreeMap<String, ByName>,
 }
 
 impl ProxyResources {
@@ -70,8 +85,13 @@ impl ProxyResources {
         map.insert(r.name.clone(), r);
     }
 
-    pub fn of(&self, type_url: &str) -> Option<&BTreeMap<String, Resource>> {
+    pub fn of(&self, type_url: &str) -> Option<&ByName> {
         self.by_type.get(type_url)
+    }
+
+    /// Removes a resource of a type by name.
+    pub fn remove(&mut self, type_url: &str, name: &str) -> Option<Resource> {
+        self.by_type.get_mut(type_url)?.remove(name)
     }
 
     /// The version of a set of resources: a hash of their names and versions.

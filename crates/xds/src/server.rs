@@ -37,7 +37,8 @@ use tonic::Status;
 use tonic::codegen::http;
 
 use crate::proxy::{Proxy, ProxyError, ProxyKind};
-use crate::resources::{self, ProxyResources, Resource};
+use crate::resources::{self, ByName, ProxyResources, Resource};
+use imbl::ordmap::DiffItem;
 
 /// Config generation: a pure function of (registry snapshot, proxy).
 pub trait Generator: Send + Sync + 'static {
@@ -176,32 +177,20 @@ struct TypeDiff {
 }
 
 impl TypeDiff {
-    fn between(
-        old: Option<&BTreeMap<String, Resource>>,
-        new: Option<&BTreeMap<String, Resource>>,
-    ) -> Self {
-        let empty = BTreeMap::new();
+    /// Visits only what the two maps don't share: a config derived from another by
+    /// replacing a few resources is compared in time proportional to those.
+    fn between(old: Option<&ByName>, new: Option<&ByName>) -> Self {
+        let empty = ByName::new();
         let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
         let mut d = Self::default();
-        let mut olds = old.iter().peekable();
-        for (name, r) in new {
-            while let Some((o, _)) = olds.peek()
-                && o.as_str() < name.as_str()
-            {
-                d.removed.push((*o).clone());
-                olds.next();
-            }
-            match olds.peek() {
-                Some((o, or)) if *o == name => {
-                    if !Arc::ptr_eq(&or.any, &r.any) && or.version != r.version {
-                        d.changed.push(name.clone());
-                    }
-                    olds.next();
+        for item in old.diff(new) {
+            match item {
+                DiffItem::Add(name, _) | DiffItem::Update { new: (name, _), .. } => {
+                    d.changed.push(name.clone())
                 }
-                _ => d.changed.push(name.clone()),
+                DiffItem::Remove(name, _) => d.removed.push(name.clone()),
             }
         }
-        d.removed.extend(olds.map(|(o, _)| o.clone()));
         d
     }
 }
@@ -218,7 +207,7 @@ struct Prepared {
 }
 
 /// The version of one type's resources: a hash of their names and versions.
-fn type_version(m: Option<&BTreeMap<String, Resource>>) -> u64 {
+fn type_version(m: Option<&ByName>) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for r in m.into_iter().flat_map(|m| m.values()) {
         h.update(r.name.as_bytes());
@@ -410,7 +399,9 @@ struct Inner {
     snapshots: watch::Receiver<Snapshot>,
     generator: Arc<dyn Generator>,
     options: PushOptions,
-    connections: Mutex<BTreeMap<u64, ConnectionStatus>>,
+    /// Each connection's status has a lock of its own: connections update theirs on
+    /// every response and ACK without waiting for each other.
+    connections: Mutex<BTreeMap<u64, Arc<Mutex<ConnectionStatus>>>>,
     proxies: Mutex<HashMap<u64, Handle>>,
     /// Prepared configs by the address of their generated resources.
     configs: Mutex<(HashMap<usize, Weak<Prepared>>, usize)>,
@@ -827,14 +818,16 @@ impl DiscoveryServer {
 
     /// Every connected proxy and its per-type sync state.
     pub fn statuses(&self) -> Vec<ConnectionStatus> {
-        lock(&self.inner.connections).values().cloned().collect()
+        let all: Vec<_> = lock(&self.inner.connections).values().cloned().collect();
+        all.iter().map(|c| lock(c).clone()).collect()
     }
 
     /// The config one proxy receives now (by node id), generated from the current snapshot.
     pub fn config_for(&self, proxy_id: &str) -> Option<(Proxy, Arc<ProxyResources>)> {
-        let proxy = lock(&self.inner.connections)
-            .values()
-            .find_map(|c| c.proxy.clone().filter(|p| p.id == proxy_id))?;
+        let all: Vec<_> = lock(&self.inner.connections).values().cloned().collect();
+        let proxy = all
+            .iter()
+            .find_map(|c| lock(c).proxy.clone().filter(|p| p.id == proxy_id))?;
         let snap = self.inner.snapshots.borrow().clone();
         let res = self.inner.generator.generate(&snap, &proxy);
         Some((proxy, res))
@@ -846,33 +839,31 @@ impl DiscoveryServer {
 struct Registration {
     inner: Arc<Inner>,
     id: u64,
+    status: Arc<Mutex<ConnectionStatus>>,
     mailbox: Arc<Mailbox>,
 }
 
 impl Registration {
     fn new(inner: &Arc<Inner>, protocol: &'static str) -> Self {
         let id = inner.next_connection.fetch_add(1, Ordering::Relaxed);
-        lock(&inner.connections).insert(
-            id,
-            ConnectionStatus {
-                connection: id,
-                protocol,
-                proxy: None,
-                connected_at: SystemTime::now(),
-                types: BTreeMap::new(),
-            },
-        );
+        let status = Arc::new(Mutex::new(ConnectionStatus {
+            connection: id,
+            protocol,
+            proxy: None,
+            connected_at: SystemTime::now(),
+            types: BTreeMap::new(),
+        }));
+        lock(&inner.connections).insert(id, status.clone());
         Self {
             inner: inner.clone(),
             id,
+            status,
             mailbox: Arc::default(),
         }
     }
 
     fn update(&self, f: impl FnOnce(&mut ConnectionStatus)) {
-        if let Some(c) = lock(&self.inner.connections).get_mut(&self.id) {
-            f(c);
-        }
+        f(&mut lock(&self.status));
     }
 }
 

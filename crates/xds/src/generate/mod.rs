@@ -102,8 +102,34 @@ struct ViewKey {
     inbound: Vec<InboundPort>,
 }
 
-/// Generated configs of one snapshot version, by proxy view.
-type Views = (u64, HashMap<ViewKey, Arc<ProxyResources>>);
+/// What a view's config holds of one visible service.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// [`service_shape`] of the service as seen.
+    shape: u64,
+    output: ServiceOutput,
+}
+
+/// A view's generated config with what it was made from, so that the config of a
+/// later snapshot in which only some services' endpoints changed is derived from it
+/// (those services' clusters and load assignments replaced, everything else shared)
+/// instead of generated anew.
+#[derive(Debug)]
+struct ViewState {
+    version: u64,
+    epoch: u64,
+    services: imbl::HashMap<Hostname, Arc<Service>>,
+    gateways: Arc<[isthmus_registry::Gateway]>,
+    visible: imbl::OrdMap<Hostname, Seen>,
+    out: Arc<ProxyResources>,
+}
+
+/// Views kept at most; beyond, the map starts afresh (views of proxies long gone).
+const MAX_VIEWS: usize = 10_000;
+
+/// Services that differ between two snapshots' service maps, with the versions they
+/// are of (computed once per pair: views mostly move between the same two versions).
+type Changed = (u64, u64, Arc<Vec<Hostname>>);
 
 /// Listeners and routes of a view, with the signature of what they were made from
 /// (config epoch and the shape of every visible service: hosts, ports, addresses —
@@ -118,8 +144,19 @@ pub struct IstioGenerator {
     pub outbound_policy: OutboundPolicy,
     cache: Mutex<Cache>,
     index: Mutex<Option<Arc<ConfigIndex>>>,
-    views: Mutex<Views>,
+    views: Mutex<HashMap<ViewKey, Arc<ViewState>>>,
+    changed: Mutex<Option<Changed>>,
     shaped: Mutex<Shaped>,
+    stats: ViewStats,
+}
+
+/// How view configs were made, since start.
+#[derive(Debug, Default)]
+pub struct ViewStats {
+    /// Generated from scratch.
+    pub generated: std::sync::atomic::AtomicU64,
+    /// Derived from the view's previous config (only endpoints changed).
+    pub patched: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,8 +170,10 @@ impl IstioGenerator {
             outbound_policy: OutboundPolicy::default(),
             cache: Mutex::new(Cache::default()),
             index: Mutex::new(None),
-            views: Mutex::new((u64::MAX, HashMap::new())),
+            views: Mutex::new(HashMap::new()),
+            changed: Mutex::new(None),
             shaped: Mutex::new(HashMap::new()),
+            stats: ViewStats::default(),
         }
     }
 
@@ -146,6 +185,11 @@ impl IstioGenerator {
                 isthmus_model::mesh::OutboundMode::RegistryOnly => OutboundPolicy::RegistryOnly,
             },
         )
+    }
+
+    /// How many view configs were generated and how many derived from an earlier one.
+    pub fn stats(&self) -> &ViewStats {
+        &self.stats
     }
 
     pub fn with_outbound_policy(mut self, policy: OutboundPolicy) -> Self {
@@ -170,25 +214,30 @@ impl IstioGenerator {
         }
     }
 
-    /// What every visible service generates for this proxy, from the cache where it
-    /// can be: the cache is locked once to look everything up and once to store what
-    /// was missing, not once per service (views are generated on several threads).
+    /// What each of `services` (with the clusters the proxy sees it in) generates for
+    /// this proxy, from the cache where it can be: the cache is locked once to look
+    /// everything up and once to store what was missing, not once per service (views
+    /// are generated on several threads).
     fn service_outputs(
         &self,
         index: &ConfigIndex,
         proxy: &Proxy,
-        visible: &BTreeMap<&str, (&Arc<Service>, Vec<ClusterId>)>,
+        services: &[(&Arc<Service>, &[ClusterId])],
     ) -> Vec<ServiceOutput> {
         type Key = (Hostname, Vec<ClusterId>, Option<ObjectKey>);
-        let mut outputs: Vec<Option<ServiceOutput>> = Vec::with_capacity(visible.len());
+        let mut outputs: Vec<Option<ServiceOutput>> = Vec::with_capacity(services.len());
         let mut misses: Vec<(usize, Key, Option<&Arc<DrEntry>>)> = Vec::new();
         {
             let cache = lock(&self.cache);
-            for (host, (svc, clusters)) in visible {
-                let dr = index.destination_rule(host, &proxy.namespace, svc.namespace());
+            for (svc, clusters) in services {
+                let dr = index.destination_rule(
+                    svc.hostname.as_str(),
+                    &proxy.namespace,
+                    svc.namespace(),
+                );
                 let key = (
                     svc.hostname.clone(),
-                    clusters.clone(),
+                    clusters.to_vec(),
                     dr.map(|d| d.key.clone()),
                 );
                 let hit = cache.entries.get(&key).filter(|e| {
@@ -209,11 +258,10 @@ impl IstioGenerator {
             }
         }
         if !misses.is_empty() {
-            let services: Vec<&Arc<Service>> = visible.values().map(|(s, _)| *s).collect();
             let made: Vec<(Key, CacheEntry)> = misses
                 .into_iter()
                 .map(|(i, key, dr)| {
-                    let svc = services[i];
+                    let svc = services[i].0;
                     let output =
                         Arc::new(clusters::service_resources(svc, &key.1, dr.map(|d| &**d)));
                     outputs[i] = Some(output.clone());
@@ -229,6 +277,105 @@ impl IstioGenerator {
             lock(&self.cache).entries.extend(made);
         }
         outputs.into_iter().flatten().collect()
+    }
+
+    /// Services that differ between `old` (of version `from`) and the snapshot's.
+    fn changed_services(
+        &self,
+        from: u64,
+        old: &imbl::HashMap<Hostname, Arc<Service>>,
+        snapshot: &Snapshot,
+    ) -> Arc<Vec<Hostname>> {
+        if let Some((f, t, c)) = &*lock(&self.changed)
+            && *f == from
+            && *t == snapshot.version
+        {
+            return c.clone();
+        }
+        let mut changed: Vec<Hostname> = snapshot
+            .services
+            .iter()
+            .filter(|(h, s)| !old.get(*h).is_some_and(|o| Arc::ptr_eq(o, s)))
+            .map(|(h, _)| h.clone())
+            .collect();
+        changed.extend(
+            old.keys()
+                .filter(|h| !snapshot.services.contains_key(*h))
+                .cloned(),
+        );
+        let changed = Arc::new(changed);
+        *lock(&self.changed) = Some((from, snapshot.version, changed.clone()));
+        changed
+    }
+
+    /// The config of `view` for a snapshot, derived from the view's config of an
+    /// earlier one when nothing but some services' endpoints (or their clusters'
+    /// policies) changed: listeners and routes stay, the changed services' clusters
+    /// and load assignments are replaced. `None` when it has to be generated anew.
+    fn patch(
+        &self,
+        state: &ViewState,
+        snapshot: &Snapshot,
+        index: &ConfigIndex,
+        proxy: &Proxy,
+    ) -> Option<ViewState> {
+        if state.epoch != index.epoch || !Arc::ptr_eq(&state.gateways, &snapshot.gateways) {
+            return None;
+        }
+        let changed = self.changed_services(state.version, &state.services, snapshot);
+        // Past a point, generating anew costs less than patching.
+        if changed.len() > 64.max(state.visible.len() / 8) {
+            return None;
+        }
+        let mut visible = state.visible.clone();
+        let mut updates: Vec<(&Arc<Service>, Vec<ClusterId>)> = Vec::new();
+        for host in changed.iter() {
+            let now = snapshot
+                .services
+                .get(host)
+                .map(|svc| (svc, visible_clusters(svc, proxy)))
+                .filter(|(_, clusters)| !clusters.is_empty());
+            match (visible.get(host), now) {
+                (None, None) => {}
+                (Some(seen), Some((svc, clusters)))
+                    if seen.shape == service_shape(svc, &clusters) =>
+                {
+                    updates.push((svc, clusters));
+                }
+                // A service appeared, went or changed shape: listeners and routes change.
+                _ => return None,
+            }
+        }
+        let mut out = (*state.out).clone();
+        let items: Vec<(&Arc<Service>, &[ClusterId])> =
+            updates.iter().map(|(s, c)| (*s, c.as_slice())).collect();
+        let outputs = self.service_outputs(index, proxy, &items);
+        for ((svc, _), output) in updates.into_iter().zip(outputs) {
+            let seen = visible.get(&svc.hostname)?;
+            if !Arc::ptr_eq(&seen.output, &output) {
+                for (type_url, r) in seen.output.iter() {
+                    if !output
+                        .iter()
+                        .any(|(t, n)| t == type_url && n.name == r.name)
+                    {
+                        out.remove(type_url, &r.name);
+                    }
+                }
+                for (type_url, r) in output.iter() {
+                    out.add(type_url, r.clone());
+                }
+            }
+            let shape = seen.shape;
+            visible.insert(svc.hostname.clone(), Seen { shape, output });
+        }
+        Some(ViewState {
+            version: snapshot.version,
+            epoch: index.epoch,
+            services: snapshot.services.clone(),
+            gateways: snapshot.gateways.clone(),
+            visible,
+            out: Arc::new(out),
+        })
     }
 
     /// Drops cache entries of services gone from the snapshot (once per snapshot).
@@ -267,19 +414,44 @@ impl Generator for IstioGenerator {
             labels,
             inbound,
         };
+        let previous = lock(&self.views).get(&view).cloned();
+        if let Some(state) = &previous
+            && state.version == snapshot.version
         {
-            let mut views = lock(&self.views);
-            if views.0 != snapshot.version {
-                *views = (snapshot.version, HashMap::new());
-            }
-            if let Some(r) = views.1.get(&view) {
-                return r.clone();
-            }
+            return state.out.clone();
         }
-        let out = Arc::new(self.generate_view(snapshot, &index, proxy, &view));
-        lock(&self.views).1.insert(view, out.clone());
+        self.prune(snapshot);
+        use std::sync::atomic::Ordering::Relaxed;
+        let state = match previous.and_then(|p| self.patch(&p, snapshot, &index, proxy)) {
+            Some(s) => {
+                self.stats.patched.fetch_add(1, Relaxed);
+                s
+            }
+            None => {
+                self.stats.generated.fetch_add(1, Relaxed);
+                self.generate_view(snapshot, &index, proxy, &view)
+            }
+        };
+        let out = state.out.clone();
+        let mut views = lock(&self.views);
+        if views.len() >= MAX_VIEWS {
+            views.clear();
+        }
+        if views.get(&view).is_none_or(|s| s.version <= state.version) {
+            views.insert(view, Arc::new(state));
+        }
         out
     }
+}
+
+/// The clusters a proxy sees a service in (exportTo, cluster-local).
+fn visible_clusters(svc: &Service, proxy: &Proxy) -> Vec<ClusterId> {
+    svc.clusters
+        .values()
+        .filter(|cs| cs.visible_to_namespace(&proxy.namespace))
+        .filter(|cs| !cs.cluster_local || cs.cluster == proxy.cluster)
+        .map(|cs| cs.cluster.clone())
+        .collect()
 }
 
 /// One generation: the inputs, and what the proxy can see.
@@ -299,18 +471,11 @@ impl IstioGenerator {
         index: &ConfigIndex,
         proxy: &Proxy,
         view: &ViewKey,
-    ) -> ProxyResources {
+    ) -> ViewState {
         let inbound = view.inbound.as_slice();
-        self.prune(snapshot);
         let mut visible = BTreeMap::new();
         for svc in snapshot.services.values() {
-            let clusters: Vec<ClusterId> = svc
-                .clusters
-                .values()
-                .filter(|cs| cs.visible_to_namespace(&proxy.namespace))
-                .filter(|cs| !cs.cluster_local || cs.cluster == proxy.cluster)
-                .map(|cs| cs.cluster.clone())
-                .collect();
+            let clusters = visible_clusters(svc, proxy);
             if !clusters.is_empty() {
                 visible.insert(svc.hostname.as_str(), (svc, clusters));
             }
@@ -323,11 +488,24 @@ impl IstioGenerator {
             visible,
         };
         let mut out = ProxyResources::default();
-        for output in self.service_outputs(index, proxy, &ctx.visible) {
+        let items: Vec<(&Arc<Service>, &[ClusterId])> = ctx
+            .visible
+            .values()
+            .map(|(s, c)| (*s, c.as_slice()))
+            .collect();
+        let outputs = self.service_outputs(index, proxy, &items);
+        let mut seen = imbl::OrdMap::new();
+        let mut signature = xxhash_rust::xxh3::Xxh3::new();
+        signature.update(&index.epoch.to_le_bytes());
+        for ((svc, clusters), output) in items.into_iter().zip(outputs) {
             for (type_url, r) in output.iter() {
                 out.add(type_url, r.clone());
             }
+            let shape = service_shape(svc, clusters);
+            signature.update(&shape.to_le_bytes());
+            seen.insert(svc.hostname.clone(), Seen { shape, output });
         }
+        let signature = signature.digest();
         let sidecar = proxy.kind == ProxyKind::Sidecar;
         for r in clusters::fixed_clusters(sidecar) {
             out.add(resources::CLUSTER, r);
@@ -337,7 +515,6 @@ impl IstioGenerator {
                 out.add(resources::CLUSTER, r);
             }
         }
-        let signature = shape_signature(index.epoch, &ctx.visible);
         let cached = lock(&self.shaped)
             .get(view)
             .filter(|(sig, _)| *sig == signature)
@@ -377,39 +554,50 @@ impl IstioGenerator {
         for r in &shaped.1 {
             out.add(resources::ROUTE, r.clone());
         }
-        out
+        ViewState {
+            version: snapshot.version,
+            epoch: index.epoch,
+            services: snapshot.services.clone(),
+            gateways: snapshot.gateways.clone(),
+            visible: seen,
+            out: Arc::new(out),
+        }
     }
 }
 
-/// What listeners and routes are made from, apart from the proxy's view: the config
-/// epoch and each visible service's hostname, namespace, ports and addresses.
-fn shape_signature(epoch: u64, visible: &BTreeMap<&str, (&Arc<Service>, Vec<ClusterId>)>) -> u64 {
+/// What listeners and routes are made of a service, apart from the proxy's view and
+/// the config: its hostname, the clusters the proxy sees it in, and in every cluster
+/// (ports and namespace are taken across clusters) its namespace, ports, addresses and
+/// resolution — not its endpoints. A view's listeners and routes are reused while the
+/// config epoch and the shape of every visible service are unchanged.
+fn service_shape(svc: &Service, visible: &[ClusterId]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&epoch.to_le_bytes());
-    for (host, (svc, clusters)) in visible {
-        h.update(host.as_bytes());
+    h.update(svc.hostname.as_str().as_bytes());
+    h.update(&[0]);
+    for c in visible {
+        h.update(c.as_str().as_bytes());
         h.update(&[0]);
-        for c in clusters {
-            let Some(cs) = svc.clusters.get(c) else {
-                continue;
-            };
-            h.update(cs.namespace.as_bytes());
+    }
+    for (c, cs) in &svc.clusters {
+        h.update(&[2]);
+        h.update(c.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(cs.namespace.as_bytes());
+        h.update(&[0]);
+        for p in cs.ports.iter() {
+            h.update(&p.port.to_le_bytes());
+            h.update(p.protocol.as_str().as_bytes());
+            h.update(p.name.as_bytes());
             h.update(&[0]);
-            for p in cs.ports.iter() {
-                h.update(&p.port.to_le_bytes());
-                h.update(p.protocol.as_str().as_bytes());
-                h.update(p.name.as_bytes());
-                h.update(&[0]);
-            }
-            for v in &cs.vips {
-                h.update(v.as_bytes());
-                h.update(&[0]);
-            }
-            if let isthmus_registry::Origin::ServiceEntry { resolution, .. } = &cs.origin {
-                h.update(resolution.as_bytes());
-            }
-            h.update(&[1]);
         }
+        for v in &cs.vips {
+            h.update(v.as_bytes());
+            h.update(&[0]);
+        }
+        if let isthmus_registry::Origin::ServiceEntry { resolution, .. } = &cs.origin {
+            h.update(resolution.as_bytes());
+        }
+        h.update(&[1]);
     }
     h.digest()
 }
