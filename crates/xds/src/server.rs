@@ -599,6 +599,11 @@ struct Round {
     id: u64,
     why: String,
     since: Instant,
+    /// When generation started (after the debounce).
+    started: Instant,
+    /// Until the first response of the push was handed to its stream, in nanoseconds
+    /// since `started` (0: none yet).
+    first_sent: AtomicU64,
     proxies: usize,
     /// Time spent generating, summed over threads, in nanoseconds.
     generation: AtomicU64,
@@ -654,6 +659,8 @@ impl Drop for Round {
             resources = self.resources.load(Ordering::Relaxed),
             removed = self.removed.load(Ordering::Relaxed),
             bytes = self.bytes.load(Ordering::Relaxed),
+            debounce_ms = (self.started - self.since).as_secs_f64() * 1e3,
+            first_sent_ms = self.first_sent.load(Ordering::Relaxed) as f64 / 1e6,
             generation_ms = self.generation.load(Ordering::Relaxed) as f64 / 1e6,
             handed_over_ms = self.handed_over.load(Ordering::Relaxed) as f64 / 1e6,
             total_ms = self.since.elapsed().as_secs_f64() * 1e3,
@@ -672,6 +679,7 @@ type Target = (u64, Arc<Proxy>);
 /// group's configs go out as soon as they are generated.
 async fn push_round(inner: &Arc<Inner>, snap: Snapshot, why: String, since: Instant) {
     let id = inner.next_round.fetch_add(1, Ordering::Relaxed) + 1;
+    let started = Instant::now();
     let mut groups: HashMap<(ProxyKind, String, String), Vec<Target>> = HashMap::new();
     for (conn, h) in lock(&inner.proxies).iter() {
         let p = &h.proxy;
@@ -684,11 +692,12 @@ async fn push_round(inner: &Arc<Inner>, snap: Snapshot, why: String, since: Inst
         tracing::debug!(push = id, "push: {why}; no proxy connected");
         return;
     }
-    let started = Instant::now();
     let round = Arc::new(Round {
         id,
         why,
         since,
+        started,
+        first_sent: AtomicU64::new(0),
         proxies: groups.values().map(Vec::len).sum(),
         generation: AtomicU64::new(0),
         handed_over: AtomicU64::new(0),
@@ -1013,6 +1022,13 @@ async fn drive<P: Protocol>(mut p: P, mut inbound: Requests<P::Request>) {
                     }
                     if sent {
                         u.round.sent_to.fetch_add(1, Ordering::Relaxed);
+                        let at = u.round.started.elapsed().as_nanos().max(1) as u64;
+                        let _ = u.round.first_sent.compare_exchange(
+                            0,
+                            at,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
                     }
                 }
             }

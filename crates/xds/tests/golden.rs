@@ -595,6 +595,17 @@ fn incremental_generation_matches_full() {
                 }),
             ),
             (
+                "a second service selecting the proxies' workloads",
+                Box::new(|| {
+                    write(
+                        "admin-svc.yaml",
+                        "apiVersion: v1\nkind: Service\nmetadata: {name: admin, namespace: default}\n\
+                         spec:\n  clusterIP: 198.19.0.98\n  selector: {version: v1}\n  ports: [{name: tcp-admin, port: 9999, targetPort: 9090}]\n",
+                    )
+                }),
+            ),
+            ("that service gone", Box::new(|| remove("admin-svc.yaml"))),
+            (
                 "the reviews pod removed (endpoints only)",
                 Box::new(|| remove("extra-pod.yaml")),
             ),

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use isthmus_model::istio::{DestinationRule, Gateway, IstioConfig, VirtualService, resolve_host};
-use isthmus_model::{ClusterId, Object, ObjectKey, Protocol};
-use isthmus_registry::{Address, Snapshot};
+use isthmus_model::{ClusterId, Hostname, Object, ObjectKey, Protocol};
+use isthmus_registry::{Address, Service, Snapshot};
 
 /// Istio's name for sidecars in `gateways` lists.
 pub const MESH: &str = "mesh";
@@ -47,6 +47,154 @@ pub struct InboundPort {
     pub protocol: Protocol,
 }
 
+/// What the services selecting one workload address make it serve.
+#[derive(Clone, Debug, Default)]
+struct AtAddress {
+    /// Each service's ports at the address, by hostname.
+    by_service: BTreeMap<Hostname, Vec<InboundPort>>,
+    /// Their union in port order; where two services name the same endpoint port,
+    /// the first by hostname gives its protocol.
+    ports: Arc<[InboundPort]>,
+}
+
+impl AtAddress {
+    fn merge(&mut self) {
+        let mut ports: Vec<InboundPort> = Vec::new();
+        for p in self.by_service.values().flatten() {
+            if !ports.iter().any(|x| x.port == p.port) {
+                ports.push(p.clone());
+            }
+        }
+        ports.sort();
+        self.ports = ports.into();
+    }
+}
+
+/// Which ports each workload address serves, kept from one snapshot to the next: only
+/// the addresses of services that changed are worked out again.
+#[derive(Clone, Debug, Default)]
+struct Inbound {
+    /// The services it was made from.
+    services: imbl::HashMap<Hostname, Arc<Service>>,
+    by_address: imbl::HashMap<(ClusterId, IpAddr), AtAddress>,
+}
+
+/// Services added, changed or removed between two snapshots' service maps.
+pub fn changed_services(
+    old: &imbl::HashMap<Hostname, Arc<Service>>,
+    new: &imbl::HashMap<Hostname, Arc<Service>>,
+) -> Vec<Hostname> {
+    if old.ptr_eq(new) {
+        return Vec::new();
+    }
+    let mut changed: Vec<Hostname> = new
+        .iter()
+        .filter(|(h, s)| !old.get(*h).is_some_and(|o| Arc::ptr_eq(o, s)))
+        .map(|(h, _)| h.clone())
+        .collect();
+    changed.extend(old.keys().filter(|h| !new.contains_key(*h)).cloned());
+    changed
+}
+
+/// A service's ports at each of its endpoints' addresses.
+fn service_inbound(svc: &Service) -> HashMap<(ClusterId, IpAddr), Vec<InboundPort>> {
+    let mut out: HashMap<(ClusterId, IpAddr), Vec<InboundPort>> = HashMap::new();
+    for cs in svc.clusters.values() {
+        for e in cs.endpoints.iter() {
+            let Address::Ip(ip) = e.address else {
+                continue;
+            };
+            for p in cs.ports.iter() {
+                let Some(target) = e.port_for(p) else {
+                    continue;
+                };
+                let ports = out.entry((cs.cluster.clone(), ip)).or_default();
+                if !ports.iter().any(|x| x.port == target) {
+                    ports.push(InboundPort {
+                        port: target,
+                        protocol: p.protocol,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Inbound {
+    fn build(snapshot: &Snapshot) -> Self {
+        let mut out = Inbound {
+            services: snapshot.services.clone(),
+            by_address: imbl::HashMap::new(),
+        };
+        let mut by_address: HashMap<(ClusterId, IpAddr), AtAddress> = HashMap::new();
+        for svc in snapshot.services.values() {
+            for (key, ports) in service_inbound(svc) {
+                by_address
+                    .entry(key)
+                    .or_default()
+                    .by_service
+                    .insert(svc.hostname.clone(), ports);
+            }
+        }
+        for (key, mut at) in by_address {
+            at.merge();
+            out.by_address.insert(key, at);
+        }
+        out
+    }
+
+    /// The same for a later snapshot: the addresses of changed services worked out
+    /// again (everything anew when most services changed).
+    fn update(&self, snapshot: &Snapshot) -> Self {
+        if self.services.ptr_eq(&snapshot.services) {
+            return self.clone();
+        }
+        let changed = changed_services(&self.services, &snapshot.services);
+        if changed.len() > 64.max(snapshot.services.len() / 4) {
+            return Self::build(snapshot);
+        }
+        let mut by_address = self.by_address.clone();
+        let mut touched = std::collections::HashSet::new();
+        for host in &changed {
+            if let Some(old) = self.services.get(host) {
+                for key in service_inbound(old).into_keys() {
+                    if let Some(at) = by_address.get_mut(&key) {
+                        at.by_service.remove(host);
+                    }
+                    touched.insert(key);
+                }
+            }
+            if let Some(new) = snapshot.services.get(host) {
+                for (key, ports) in service_inbound(new) {
+                    by_address
+                        .entry(key.clone())
+                        .or_default()
+                        .by_service
+                        .insert(host.clone(), ports);
+                    touched.insert(key);
+                }
+            }
+        }
+        for key in touched {
+            let empty = match by_address.get_mut(&key) {
+                Some(at) => {
+                    at.merge();
+                    at.by_service.is_empty()
+                }
+                None => false,
+            };
+            if empty {
+                by_address.remove(&key);
+            }
+        }
+        Inbound {
+            services: snapshot.services.clone(),
+            by_address,
+        }
+    }
+}
+
 /// The index of one snapshot version.
 #[derive(Debug, Default)]
 pub struct ConfigIndex {
@@ -62,8 +210,8 @@ pub struct ConfigIndex {
     pub by_name: HashMap<(String, String), Arc<VsEntry>>,
     pub destination_rules: Vec<Arc<DrEntry>>,
     pub gateways: Vec<(ObjectKey, Arc<IstioConfig<Gateway>>)>,
-    /// Ports each workload address serves, by (cluster, IP).
-    pub inbound: HashMap<(ClusterId, IpAddr), Vec<InboundPort>>,
+    /// Ports each workload address serves.
+    inbound: Inbound,
     /// Whether any VirtualService matches on the caller's labels (then proxies with
     /// different labels may get different routes).
     pub uses_source_labels: bool,
@@ -100,7 +248,7 @@ impl ConfigIndex {
                     by_name: p.by_name.clone(),
                     destination_rules: p.destination_rules.clone(),
                     gateways: p.gateways.clone(),
-                    inbound: HashMap::new(),
+                    inbound: Inbound::default(),
                     uses_source_labels: p.uses_source_labels,
                 }
             }
@@ -110,8 +258,20 @@ impl ConfigIndex {
                 i
             }
         };
-        out.build_inbound(snapshot);
+        out.inbound = match previous {
+            Some(p) => p.inbound.update(snapshot),
+            None => Inbound::build(snapshot),
+        };
         out
+    }
+
+    /// The ports the workload at `ip` in `cluster` serves, in port order.
+    pub fn inbound(&self, cluster: &ClusterId, ip: IpAddr) -> Vec<InboundPort> {
+        self.inbound
+            .by_address
+            .get(&(cluster.clone(), ip))
+            .map(|a| a.ports.to_vec())
+            .unwrap_or_default()
     }
 
     fn build_config(snapshot: &Snapshot, domain: &str) -> Self {
@@ -187,36 +347,6 @@ impl ConfigIndex {
             .filter(|e| !e.hosts.is_empty())
             .collect();
         out
-    }
-
-    /// Which ports each workload address serves.
-    fn build_inbound(&mut self, snapshot: &Snapshot) {
-        let out = self;
-        for svc in snapshot.services.values() {
-            for cs in svc.clusters.values() {
-                for e in cs.endpoints.iter() {
-                    let Address::Ip(ip) = e.address else {
-                        continue;
-                    };
-                    for p in cs.ports.iter() {
-                        let Some(target) = e.port_for(p) else {
-                            continue;
-                        };
-                        let ports = out.inbound.entry((cs.cluster.clone(), ip)).or_default();
-                        let ip = InboundPort {
-                            port: target,
-                            protocol: p.protocol,
-                        };
-                        if !ports.iter().any(|x| x.port == ip.port) {
-                            ports.push(ip);
-                        }
-                    }
-                }
-            }
-        }
-        for ports in out.inbound.values_mut() {
-            ports.sort();
-        }
     }
 
     /// VirtualServices bound to `gateway` (`mesh` or `namespace/name`) and visible to

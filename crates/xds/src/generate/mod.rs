@@ -292,18 +292,7 @@ impl IstioGenerator {
         {
             return c.clone();
         }
-        let mut changed: Vec<Hostname> = snapshot
-            .services
-            .iter()
-            .filter(|(h, s)| !old.get(*h).is_some_and(|o| Arc::ptr_eq(o, s)))
-            .map(|(h, _)| h.clone())
-            .collect();
-        changed.extend(
-            old.keys()
-                .filter(|h| !snapshot.services.contains_key(*h))
-                .cloned(),
-        );
-        let changed = Arc::new(changed);
+        let changed = Arc::new(index::changed_services(old, &snapshot.services));
         *lock(&self.changed) = Some((from, snapshot.version, changed.clone()));
         changed
     }
@@ -398,11 +387,7 @@ impl Generator for IstioGenerator {
     fn generate(&self, snapshot: &Snapshot, proxy: &Proxy) -> Arc<ProxyResources> {
         let index = self.index(snapshot);
         let inbound = match proxy.kind {
-            ProxyKind::Sidecar => index
-                .inbound
-                .get(&(proxy.cluster.clone(), proxy.ip))
-                .cloned()
-                .unwrap_or_default(),
+            ProxyKind::Sidecar => index.inbound(&proxy.cluster, proxy.ip),
             ProxyKind::Router => Vec::new(),
         };
         let labels = (proxy.kind == ProxyKind::Router || index.uses_source_labels)
