@@ -93,16 +93,4 @@ impl ProxyResources {
     pub fn remove(&mut self, type_url: &str, name: &str) -> Option<Resource> {
         self.by_type.get_mut(type_url)?.remove(name)
     }
-
-    /// The version of a set of resources: a hash of their names and versions.
-    pub fn version_of<'a>(resources: impl Iterator<Item = &'a Resource>) -> String {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for r in resources {
-            h.update(r.name.as_bytes());
-            h.update(&[0]);
-            h.update(r.version.as_bytes());
-            h.update(&[0]);
-        }
-        format!("{:016x}", h.digest())
-    }
 }

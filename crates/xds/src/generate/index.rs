@@ -144,19 +144,18 @@ impl Inbound {
         out
     }
 
-    /// The same for a later snapshot: the addresses of changed services worked out
-    /// again (everything anew when most services changed).
-    fn update(&self, snapshot: &Snapshot) -> Self {
+    /// The same for a later snapshot, given the services `changed` since: their
+    /// addresses worked out again (everything anew when most services changed).
+    fn update(&self, snapshot: &Snapshot, changed: &[Hostname]) -> Self {
         if self.services.ptr_eq(&snapshot.services) {
             return self.clone();
         }
-        let changed = changed_services(&self.services, &snapshot.services);
         if changed.len() > 64.max(snapshot.services.len() / 4) {
             return Self::build(snapshot);
         }
         let mut by_address = self.by_address.clone();
         let mut touched = std::collections::HashSet::new();
-        for host in &changed {
+        for host in changed {
             if let Some(old) = self.services.get(host) {
                 for key in service_inbound(old).into_keys() {
                     if let Some(at) = by_address.get_mut(&key) {
@@ -234,10 +233,16 @@ fn creation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
 }
 
 impl ConfigIndex {
-    /// Indexes a snapshot; the config part is taken from `previous` when the config
-    /// and secrets are unchanged.
-    pub fn build(snapshot: &Snapshot, domain: &str, previous: Option<&ConfigIndex>) -> Self {
-        let mut out = match previous {
+    /// Indexes a snapshot. With the index of an earlier one and the services changed
+    /// since ([`changed_services`] of its [`services`](Self::services)), the config part
+    /// is taken from it when the config and secrets are unchanged, and the inbound ports
+    /// of unchanged services are kept.
+    pub fn build(
+        snapshot: &Snapshot,
+        domain: &str,
+        previous: Option<(&ConfigIndex, &[Hostname])>,
+    ) -> Self {
+        let mut out = match previous.map(|(p, _)| p) {
             Some(p) if p.config.ptr_eq(&snapshot.config) && p.secrets.ptr_eq(&snapshot.secrets) => {
                 ConfigIndex {
                     version: snapshot.version,
@@ -252,17 +257,22 @@ impl ConfigIndex {
                     uses_source_labels: p.uses_source_labels,
                 }
             }
-            _ => {
+            previous => {
                 let mut i = Self::build_config(snapshot, domain);
                 i.epoch = previous.map_or(0, |p| p.epoch + 1);
                 i
             }
         };
         out.inbound = match previous {
-            Some(p) => p.inbound.update(snapshot),
+            Some((p, changed)) => p.inbound.update(snapshot, changed),
             None => Inbound::build(snapshot),
         };
         out
+    }
+
+    /// The services of the snapshot the index was built from.
+    pub fn services(&self) -> &imbl::HashMap<Hostname, Arc<Service>> {
+        &self.inbound.services
     }
 
     /// The ports the workload at `ip` in `cluster` serves, in port order.

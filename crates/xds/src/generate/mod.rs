@@ -197,16 +197,22 @@ impl IstioGenerator {
         self
     }
 
-    /// The config index of a snapshot, built once per version.
+    /// The config index of a snapshot, built once per version (from the previous one,
+    /// with the changed services the views' configs are then derived with).
     fn index(&self, snapshot: &Snapshot) -> Arc<ConfigIndex> {
         let mut slot = lock(&self.index);
         match &*slot {
             Some(i) if i.version == snapshot.version => i.clone(),
             previous => {
+                let changed = previous
+                    .as_ref()
+                    .map(|p| self.changed_services(p.version, p.services(), snapshot));
                 let i = Arc::new(ConfigIndex::build(
                     snapshot,
                     &self.domain_suffix,
-                    previous.as_deref(),
+                    previous
+                        .as_deref()
+                        .zip(changed.as_deref().map(Vec::as_slice)),
                 ));
                 *slot = Some(i.clone());
                 i
