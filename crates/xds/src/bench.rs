@@ -168,7 +168,8 @@ fn node(shape: &Shape, i: usize) -> Node {
         (
             "client".to_string(),
             ns,
-            format!("10.250.{}.{}", i / 250 % 250, i % 250 + 1),
+            // Beyond the pods, still in the lab range (198.19.200.0 and up).
+            format!("198.19.{}.{}", 200 + i / 250 % 50, i % 250 + 1),
             format!("client-{i}"),
         )
     };
