@@ -107,6 +107,16 @@ impl Subscription {
         self.wildcard == other.wildcard && Arc::ptr_eq(&self.names, &other.names)
     }
 
+    /// What tells the selected names apart: the shared name set, unless the names
+    /// make no difference (a wildcard, or none).
+    fn identity(&self) -> usize {
+        if self.wildcard || self.names.names.is_empty() {
+            0
+        } else {
+            Arc::as_ptr(&self.names) as usize
+        }
+    }
+
     fn with_wildcard(&self, wildcard: bool) -> Self {
         Self {
             wildcard,
@@ -204,6 +214,96 @@ struct Prepared {
     res: Arc<ProxyResources>,
     versions: [u64; resources::TYPES.len()],
     diffs: Mutex<Vec<(Weak<Prepared>, Arc<Diff>)>>,
+    /// Changes being sent from this config, shared by the connections that send the
+    /// same ones at the same time (a push, a mesh of proxies connecting).
+    shared: Mutex<SharedChanges>,
+}
+
+/// Which response message a [`Changes`] is encoded for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Wire {
+    Sotw,
+    Delta,
+}
+
+/// What one response carries of a type, encoded: the run of resource fields (field 2
+/// of `DiscoveryResponse` or `DeltaDiscoveryResponse`) and, for Delta, the removed
+/// names. A connection frames it with its own version and nonce; the encoded
+/// resources themselves are one buffer however many connections send them.
+#[derive(Debug, Default)]
+struct Changes {
+    wire: Vec<u8>,
+    /// Resources in `wire`, and their encoded size.
+    count: usize,
+    bytes: usize,
+    removed: Vec<String>,
+}
+
+impl Changes {
+    fn new(wire_kind: Wire, resources: &[&Resource], removed: Vec<String>) -> Self {
+        let len: usize = resources
+            .iter()
+            .map(|r| match wire_kind {
+                Wire::Sotw => field_len(any_len(r)),
+                Wire::Delta => field_len(delta_resource_len(r)),
+            })
+            .sum();
+        let mut wire = Vec::with_capacity(len);
+        for r in resources {
+            match wire_kind {
+                Wire::Sotw => {
+                    put_field_header(2, any_len(r), &mut wire);
+                    put_any(r, &mut wire);
+                }
+                Wire::Delta => {
+                    put_field_header(2, delta_resource_len(r), &mut wire);
+                    put_str(1, &r.version, &mut wire);
+                    put_field_header(2, any_len(r), &mut wire);
+                    put_any(r, &mut wire);
+                    put_str(3, &r.name, &mut wire);
+                }
+            }
+        }
+        debug_assert_eq!(wire.len(), len);
+        Self {
+            wire,
+            count: resources.len(),
+            bytes: resources.iter().map(|r| r.any.value.len()).sum(),
+            removed,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0 && self.removed.is_empty()
+    }
+}
+
+/// The encoded resources of shared [`Changes`], as the body of a response frame: alive
+/// while any connection's response that carries them is queued or being written.
+struct SharedWire(Arc<Changes>);
+
+impl AsRef<[u8]> for SharedWire {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.wire
+    }
+}
+
+/// What identifies shared changes: the wire format, the type, the config the proxy
+/// holds (none: everything selected is sent), and the subscription before and after,
+/// by the addresses of the shared objects (kept alive by the entry's weak references).
+type ChangeKey = (Wire, usize, usize, bool, usize, bool, usize);
+
+struct SharedEntry {
+    changes: Weak<Changes>,
+    _base: Option<Weak<Prepared>>,
+    _old: Weak<NameSet>,
+    _new: Weak<NameSet>,
+}
+
+#[derive(Default)]
+struct SharedChanges {
+    entries: HashMap<ChangeKey, SharedEntry>,
+    prune_at: usize,
 }
 
 /// The version of one type's resources: a hash of their names and versions.
@@ -224,7 +324,56 @@ impl Prepared {
             versions: resources::TYPES.map(|t| type_version(res.of(t))),
             res,
             diffs: Mutex::new(Vec::new()),
+            shared: Mutex::default(),
         }
+    }
+
+    /// The changes a proxy that holds `base`'s resources of a type (none: nothing
+    /// yet), as selected by `old`, is sent to hold this config's as selected by `new`.
+    /// Computed and encoded once for every connection that needs the same ones while
+    /// an earlier response with them is still on its way.
+    fn changes(
+        &self,
+        wire: Wire,
+        base: Option<&Arc<Prepared>>,
+        type_url: &str,
+        old: &Subscription,
+        new: &Subscription,
+    ) -> Arc<Changes> {
+        // Without a base the old subscription plays no part.
+        let old = if base.is_some() { old } else { new };
+        let key: ChangeKey = (
+            wire,
+            type_index(type_url).unwrap_or(usize::MAX),
+            base.map_or(0, |b| Arc::as_ptr(b) as usize),
+            old.wildcard,
+            old.identity(),
+            new.wildcard,
+            new.identity(),
+        );
+        let mut shared = lock(&self.shared);
+        if let Some(c) = shared.entries.get(&key).and_then(|e| e.changes.upgrade()) {
+            return c;
+        }
+        let (resources, removed) = match base {
+            Some(base) => self.changes_since(base, type_url, old, new, &[]),
+            None => (self.selected(type_url, new), Vec::new()),
+        };
+        let changes = Arc::new(Changes::new(wire, &resources, removed));
+        shared.entries.insert(
+            key,
+            SharedEntry {
+                changes: Arc::downgrade(&changes),
+                _base: base.map(Arc::downgrade),
+                _old: Arc::downgrade(&old.names),
+                _new: Arc::downgrade(&new.names),
+            },
+        );
+        if shared.entries.len() > shared.prune_at {
+            shared.entries.retain(|_, e| e.changes.strong_count() > 0);
+            shared.prune_at = (shared.entries.len() * 2).max(16);
+        }
+        changes
     }
 
     /// The version a proxy with this subscription holds of the type.
@@ -1216,21 +1365,19 @@ impl Sotw {
             state.sub = sub;
             return false;
         }
+        // Clusters and listeners are sent whole; of the others, what changed.
         let full = resources::wildcard_by_default(type_url);
-        let resources = match &state.base {
-            Some(base) if !full => cur.changes_since(base, type_url, &state.sub, &sub, &[]).0,
-            _ => cur.selected(type_url, &sub),
-        };
-        if resources.is_empty() && !full && matches!(reason, Reason::Push(_)) {
+        let base = state.base.as_ref().filter(|_| !full);
+        let changes = cur.changes(Wire::Sotw, base, type_url, &state.sub, &sub);
+        if changes.is_empty() && !full && matches!(reason, Reason::Push(_)) {
             // Nothing the proxy subscribed to changed.
             state.base = Some(cur.clone());
             state.sub = sub;
             return false;
         }
         let nonce = self.conn.next_nonce();
-        let count = resources.len();
-        let bytes: usize = resources.iter().map(|r| r.any.value.len()).sum();
-        let response = encode_sotw(&version, &resources, type_url, &nonce);
+        let (count, bytes) = (changes.count, changes.bytes);
+        let response = encode_sotw(&version, &changes, type_url, &nonce);
         state.base = Some(cur.clone());
         state.sub = sub.clone();
         state.sent_version = Some(version.clone());
@@ -1406,8 +1553,14 @@ impl Delta {
         let Some(state) = self.types.get_mut(type_url) else {
             return false;
         };
-        let (changed, removed) = match (&state.base, state.initial.take()) {
-            (Some(base), _) => cur.changes_since(base, type_url, &state.sub, &sub, force),
+        let changes = match (&state.base, state.initial.take()) {
+            (Some(base), _) if force.is_empty() => {
+                cur.changes(Wire::Delta, Some(base), type_url, &state.sub, &sub)
+            }
+            (Some(base), _) => {
+                let (changed, removed) = cur.changes_since(base, type_url, &state.sub, &sub, force);
+                Arc::new(Changes::new(Wire::Delta, &changed, removed))
+            }
             (None, Some(initial)) => {
                 let wanted = cur.selected(type_url, &sub);
                 let names: BTreeSet<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
@@ -1416,26 +1569,25 @@ impl Delta {
                     .filter(|n| !names.contains(n.as_str()))
                     .cloned()
                     .collect();
-                let changed = wanted
+                let changed: Vec<&Resource> = wanted
                     .into_iter()
                     .filter(|r| initial.get(&r.name) != Some(&r.version))
                     .collect();
-                (changed, removed)
+                Arc::new(Changes::new(Wire::Delta, &changed, removed))
             }
-            (None, None) => (cur.selected(type_url, &sub), Vec::new()),
+            (None, None) => cur.changes(Wire::Delta, None, type_url, &sub, &sub),
         };
         state.base = Some(cur.clone());
         state.sub = sub.clone();
-        if changed.is_empty() && removed.is_empty() && !always {
+        if changes.is_empty() && !always {
             return false;
         }
         let nonce = self.conn.next_nonce();
         let version = cur.version(type_url, &sub.with_wildcard(true));
         state.sent_nonce = Some(nonce.clone());
         state.sent_version = Some(version.clone());
-        let (count, removed_count) = (changed.len(), removed.len());
-        let bytes: usize = changed.iter().map(|r| r.any.value.len()).sum();
-        let response = encode_delta(&version, &changed, type_url, &removed, &nonce);
+        let (count, removed_count, bytes) = (changes.count, changes.removed.len(), changes.bytes);
+        let response = encode_delta(&version, &changes, type_url, &nonce);
         tracing::debug!(
             proxy = self.conn.proxy_id(),
             r#type = resources::short(type_url),
@@ -1465,9 +1617,12 @@ impl Delta {
 //
 // tonic's generated server encodes responses through a buffer per stream that keeps
 // the capacity of the largest response it ever held (a full CDS response is about a
-// megabyte): at 1,000 proxies that alone is a gigabyte. Here each response is encoded
-// once, from the shared resources, into a buffer of exactly its size, which is freed
-// once written; requests are read into a buffer released after each message.
+// megabyte): at 1,000 proxies that alone is a gigabyte. Here the resources a response
+// carries are encoded once for every connection that sends the same ones at the same
+// time ([`Changes`]: a whole mesh connecting gets each view's clusters encoded once,
+// not once per proxy), each connection adds only its own version and nonce around
+// them, and the buffers are freed once written; requests are read into a buffer
+// released after each message.
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str =
@@ -1479,8 +1634,9 @@ const MAX_REQUEST: usize = 64 << 20;
 /// Responses queued per stream before a push waits for the proxy to read.
 const QUEUED_RESPONSES: usize = 16;
 
-/// Encoded responses (gRPC frames) for one stream, or the status that ends it.
-type Responses = mpsc::Sender<Result<Bytes, Status>>;
+/// Encoded responses (each a gRPC frame in one or more parts) for one stream, or the
+/// status that ends it.
+type Responses = mpsc::Sender<Result<Vec<Bytes>, Status>>;
 
 /// The Aggregated Discovery Service, to mount on a tonic server
 /// (`Server::builder().add_service(server.service())`).
@@ -1532,8 +1688,11 @@ impl AdsService {
         let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
         let p = P::new(Conn::new(&self.inner, tx));
         tokio::spawn(drive(p, Requests::new(req.into_body())));
-        let mut response =
-            http::Response::new(tonic::body::Body::new(ResponseBody { rx, done: false }));
+        let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
+            rx,
+            parts: Vec::new(),
+            done: false,
+        }));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/grpc"),
@@ -1780,7 +1939,9 @@ impl WireMessage for SotwRequest {
 
 /// A stream's response body: the frames its task encoded, then the status as trailers.
 struct ResponseBody {
-    rx: mpsc::Receiver<Result<Bytes, Status>>,
+    rx: mpsc::Receiver<Result<Vec<Bytes>, Status>>,
+    /// The rest of the response being written, in reverse order.
+    parts: Vec<Bytes>,
     done: bool,
 }
 
@@ -1795,9 +1956,17 @@ impl http_body::Body for ResponseBody {
         if self.done {
             return Poll::Ready(None);
         }
+        if let Some(part) = self.parts.pop() {
+            return Poll::Ready(Some(Ok(Frame::data(part))));
+        }
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(Some(Ok(mut parts))) => {
+                parts.reverse();
+                let first = parts.pop().unwrap_or_default();
+                self.parts = parts;
+                Poll::Ready(Some(Ok(Frame::data(first))))
+            }
             Poll::Ready(end) => {
                 self.done = true;
                 let status = match end {
@@ -1873,33 +2042,52 @@ fn put_any(r: &Resource, buf: &mut Vec<u8>) {
     }
 }
 
-/// A gRPC frame header for a message of `len` bytes, in a buffer for the whole frame.
-fn frame(len: usize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(5 + len);
-    buf.push(0);
-    buf.extend_from_slice(&(len as u32).to_be_bytes());
-    buf
+/// Shared resources smaller than this are copied into the response's one buffer;
+/// larger ones are written from the shared buffer, between the response's own parts.
+const COPY_BELOW: usize = 16 << 10;
+
+/// A gRPC frame: `head` and `tail` (this response's own fields) around the shared
+/// encoded resources.
+fn frame(
+    head: impl FnOnce(&mut Vec<u8>),
+    changes: &Arc<Changes>,
+    tail_len: usize,
+    tail: impl FnOnce(&mut Vec<u8>),
+) -> Vec<Bytes> {
+    let mut buf = Vec::with_capacity(64 + tail_len);
+    buf.extend_from_slice(&[0; 5]);
+    head(&mut buf);
+    let head_len = buf.len() - 5;
+    let len = head_len + changes.wire.len() + tail_len;
+    buf[1..5].copy_from_slice(&(len as u32).to_be_bytes());
+    if changes.wire.len() < COPY_BELOW {
+        buf.reserve_exact(changes.wire.len() + tail_len);
+        buf.extend_from_slice(&changes.wire);
+        tail(&mut buf);
+        debug_assert_eq!(buf.len(), 5 + len);
+        return vec![Bytes::from(buf)];
+    }
+    let mut end = Vec::with_capacity(tail_len);
+    tail(&mut end);
+    debug_assert_eq!(end.len(), tail_len);
+    vec![
+        Bytes::from(buf),
+        Bytes::from_owner(SharedWire(changes.clone())),
+        Bytes::from(end),
+    ]
 }
 
-/// A `DiscoveryResponse`, framed.
-fn encode_sotw(version: &str, resources: &[&Resource], type_url: &str, nonce: &str) -> Bytes {
-    let len = str_field_len(version)
-        + resources
-            .iter()
-            .map(|r| field_len(any_len(r)))
-            .sum::<usize>()
-        + str_field_len(type_url)
-        + str_field_len(nonce);
-    let mut buf = frame(len);
-    put_str(1, version, &mut buf);
-    for r in resources {
-        put_field_header(2, any_len(r), &mut buf);
-        put_any(r, &mut buf);
-    }
-    put_str(4, type_url, &mut buf);
-    put_str(5, nonce, &mut buf);
-    debug_assert_eq!(buf.len(), 5 + len);
-    Bytes::from(buf)
+/// A `DiscoveryResponse`, framed: fields in number order, as protobuf encoders write them.
+fn encode_sotw(version: &str, changes: &Arc<Changes>, type_url: &str, nonce: &str) -> Vec<Bytes> {
+    frame(
+        |b| put_str(1, version, b),
+        changes,
+        str_field_len(type_url) + str_field_len(nonce),
+        |b| {
+            put_str(4, type_url, b);
+            put_str(5, nonce, b);
+        },
+    )
 }
 
 /// A delta `Resource`'s encoded size.
@@ -1908,38 +2096,23 @@ fn delta_resource_len(r: &Resource) -> usize {
 }
 
 /// A `DeltaDiscoveryResponse`, framed.
-fn encode_delta(
-    version: &str,
-    resources: &[&Resource],
-    type_url: &str,
-    removed: &[String],
-    nonce: &str,
-) -> Bytes {
-    let len = str_field_len(version)
-        + resources
-            .iter()
-            .map(|r| field_len(delta_resource_len(r)))
-            .sum::<usize>()
-        + str_field_len(type_url)
-        + str_field_len(nonce)
-        + removed.iter().map(|n| field_len(n.len())).sum::<usize>();
-    let mut buf = frame(len);
-    put_str(1, version, &mut buf);
-    for r in resources {
-        put_field_header(2, delta_resource_len(r), &mut buf);
-        put_str(1, &r.version, &mut buf);
-        put_field_header(2, any_len(r), &mut buf);
-        put_any(r, &mut buf);
-        put_str(3, &r.name, &mut buf);
-    }
-    put_str(4, type_url, &mut buf);
-    put_str(5, nonce, &mut buf);
-    for n in removed {
-        put_field_header(6, n.len(), &mut buf);
-        buf.extend_from_slice(n.as_bytes());
-    }
-    debug_assert_eq!(buf.len(), 5 + len);
-    Bytes::from(buf)
+fn encode_delta(version: &str, changes: &Arc<Changes>, type_url: &str, nonce: &str) -> Vec<Bytes> {
+    let removed = &changes.removed;
+    frame(
+        |b| put_str(1, version, b),
+        changes,
+        str_field_len(type_url)
+            + str_field_len(nonce)
+            + removed.iter().map(|n| field_len(n.len())).sum::<usize>(),
+        |b| {
+            put_str(4, type_url, b);
+            put_str(5, nonce, b);
+            for n in removed {
+                put_field_header(6, n.len(), b);
+                b.extend_from_slice(n.as_bytes());
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -1962,18 +2135,31 @@ mod tests {
         }
     }
 
-    fn unframe(b: &Bytes) -> &[u8] {
+    /// The message of a frame sent in parts.
+    fn unframe(parts: &[Bytes]) -> Vec<u8> {
+        let b: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
         assert_eq!(b[0], 0);
         let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
         assert_eq!(b.len(), 5 + len);
-        &b[5..]
+        b[5..].to_vec()
+    }
+
+    fn changes(wire: Wire, rs: &[&Resource], removed: Vec<String>) -> Arc<Changes> {
+        Arc::new(Changes::new(wire, rs, removed))
     }
 
     #[test]
     fn responses_encode_as_prost_does() {
         let rs = [resource("a", 0), resource("b", 200), resource("c", 70_000)];
         let refs: Vec<&Resource> = rs.iter().collect();
-        let sotw = encode_sotw("v1", &refs, resources::ENDPOINT, "7");
+        let shared = changes(Wire::Sotw, &refs, vec![]);
+        let sotw = encode_sotw("v1", &shared, resources::ENDPOINT, "7");
+        assert_eq!(
+            sotw.len(),
+            3,
+            "large resources are sent from the shared buffer"
+        );
+        assert_eq!(sotw[1].as_ptr(), shared.wire.as_ptr(), "not copied");
         let expected = DiscoveryResponse {
             version_info: "v1".into(),
             resources: rs.iter().map(|r| (*r.any).clone()).collect(),
@@ -1981,11 +2167,29 @@ mod tests {
             nonce: "7".into(),
             ..Default::default()
         };
-        assert_eq!(DiscoveryResponse::decode(unframe(&sotw)).unwrap(), expected);
-        assert_eq!(unframe(&sotw), expected.encode_to_vec().as_slice());
+        assert_eq!(
+            DiscoveryResponse::decode(unframe(&sotw).as_slice()).unwrap(),
+            expected
+        );
+        assert_eq!(unframe(&sotw), expected.encode_to_vec());
+        // Small ones are copied into one buffer.
+        let small = encode_sotw("v1", &changes(Wire::Sotw, &refs[..2], vec![]), "t", "1");
+        assert_eq!(small.len(), 1);
+        assert_eq!(
+            DiscoveryResponse::decode(unframe(&small).as_slice())
+                .unwrap()
+                .resources
+                .len(),
+            2
+        );
 
         let removed = vec!["gone".to_string(), String::new()];
-        let delta = encode_delta("", &refs, resources::ENDPOINT, &removed, "8");
+        let delta = encode_delta(
+            "",
+            &changes(Wire::Delta, &refs, removed.clone()),
+            resources::ENDPOINT,
+            "8",
+        );
         let expected = DeltaDiscoveryResponse {
             resources: rs
                 .iter()
@@ -2004,10 +2208,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            DeltaDiscoveryResponse::decode(unframe(&delta)).unwrap(),
+            DeltaDiscoveryResponse::decode(unframe(&delta).as_slice()).unwrap(),
             expected
         );
-        assert_eq!(encode_sotw("", &[], "", "").as_ref(), &[0, 0, 0, 0, 0]);
+        assert_eq!(unframe(&delta), expected.encode_to_vec());
+        let empty = encode_sotw("", &Arc::default(), "", "");
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0].as_ref(), &[0, 0, 0, 0, 0]);
     }
 
     #[test]
