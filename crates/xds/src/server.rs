@@ -1702,9 +1702,11 @@ impl AdsService {
 }
 
 /// gRPC messages from a request body.
-struct Requests<T> {
+struct Requests<T: WireMessage> {
     body: tonic::body::Body,
     buf: BytesMut,
+    /// What earlier requests of the stream tell about the next ones.
+    seen: T::Seen,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -1713,6 +1715,7 @@ impl<T: WireMessage> Requests<T> {
         Self {
             body,
             buf: BytesMut::new(),
+            seen: T::Seen::default(),
             _t: PhantomData,
         }
     }
@@ -1741,7 +1744,7 @@ impl<T: WireMessage> Requests<T> {
                         // Keep no buffer between messages.
                         self.buf = BytesMut::new();
                     }
-                    return T::from_wire(msg).map(Some).map_err(|e| {
+                    return T::from_wire(msg, &mut self.seen).map(Some).map_err(|e| {
                         Status::invalid_argument(format!("cannot decode the request: {e}"))
                     });
                 }
@@ -1772,11 +1775,14 @@ impl<T: WireMessage> Requests<T> {
 
 /// A request message, decoded from its bytes.
 trait WireMessage: Sized {
-    fn from_wire(b: Bytes) -> Result<Self, String>;
+    /// What a stream's earlier requests tell about decoding the next.
+    type Seen: Default + Send;
+    fn from_wire(b: Bytes, seen: &mut Self::Seen) -> Result<Self, String>;
 }
 
 impl WireMessage for DeltaDiscoveryRequest {
-    fn from_wire(b: Bytes) -> Result<Self, String> {
+    type Seen = ();
+    fn from_wire(b: Bytes, _: &mut ()) -> Result<Self, String> {
         prost::Message::decode(b).map_err(|e| e.to_string())
     }
 }
@@ -1841,10 +1847,51 @@ fn read_varint(b: &[u8], at: &mut usize) -> Result<u64, String> {
     Err("varint too long".into())
 }
 
+/// A run of resource names a stream sent before: its length in bytes, its digest, how
+/// many names it holds and whether one is `*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NamesRun {
+    len: usize,
+    digest: u64,
+    count: usize,
+    star: bool,
+}
+
+/// The last runs of names a stream sent, most recent first, one per type at most.
+#[derive(Default)]
+struct SeenRuns(Vec<NamesRun>);
+
+impl SeenRuns {
+    /// The earlier run that `b[start..]` begins with, if its bytes are the same: an
+    /// ACK repeats the names of the request before it, and its thousands of name
+    /// fields need not be walked again.
+    fn matching(&self, b: &[u8], start: usize) -> Option<NamesRun> {
+        self.0.iter().copied().find(|r| {
+            let end = start + r.len;
+            // The run must end where another field starts.
+            end <= b.len()
+                && b.get(end) != Some(&NAME_KEY)
+                && xxhash_rust::xxh3::xxh3_64(&b[start..end]) == r.digest
+        })
+    }
+
+    fn remember(&mut self, run: NamesRun) {
+        if let Some(i) = self.0.iter().position(|r| *r == run) {
+            self.0.remove(i);
+        }
+        self.0.insert(0, run);
+        self.0.truncate(resources::TYPES.len());
+    }
+}
+
+/// The key of a `resource_names` field (3, length-delimited).
+const NAME_KEY: u8 = (3 << 3) | 2;
+
 /// `DiscoveryRequest`: version_info 1, node 2, resource_names 3, type_url 4,
 /// response_nonce 5, error_detail 6 (others skipped).
 impl WireMessage for SotwRequest {
-    fn from_wire(raw: Bytes) -> Result<Self, String> {
+    type Seen = SeenRuns;
+    fn from_wire(raw: Bytes, seen: &mut SeenRuns) -> Result<Self, String> {
         let mut r = SotwRequest {
             raw: Bytes::new(),
             node: None,
@@ -1858,13 +1905,28 @@ impl WireMessage for SotwRequest {
         };
         // Where the run of name fields starts (key included), and whether it is one run.
         let (mut run_start, mut run_end, mut one_run) = (None, 0, true);
+        // The digest of a run known from an earlier request.
+        let mut known = None;
         let b = raw.as_ref();
         let string = |s: &[u8]| String::from_utf8(s.to_vec()).map_err(|e| e.to_string());
         let mut at = 0;
         while at < b.len() {
             let field_start = at;
+            // The names an earlier request of the stream sent, all at once.
+            if run_start.is_none()
+                && b[at] == NAME_KEY
+                && let Some(run) = seen.matching(b, at)
+            {
+                r.names_count = run.count;
+                r.star = run.star;
+                run_start = Some(at);
+                run_end = at + run.len;
+                known = Some((run_end, run.digest));
+                at = run_end;
+                continue;
+            }
             // The common case first: a resource name shorter than 128 bytes.
-            if b[at] == (3 << 3) | 2
+            if b[at] == NAME_KEY
                 && let Some(&len) = b.get(at + 1)
                 && len < 0x80
             {
@@ -1929,7 +1991,19 @@ impl WireMessage for SotwRequest {
             return Err("truncated field".into());
         }
         r.names_digest = match run_start {
-            Some(start) if one_run => Some(xxhash_rust::xxh3::xxh3_64(&b[start..run_end])),
+            Some(start) if one_run => {
+                let digest = match known {
+                    Some((end, digest)) if end == run_end => digest,
+                    _ => xxhash_rust::xxh3::xxh3_64(&b[start..run_end]),
+                };
+                seen.remember(NamesRun {
+                    len: run_end - start,
+                    digest,
+                    count: r.names_count,
+                    star: r.star,
+                });
+                Some(digest)
+            }
             _ => None,
         };
         r.raw = raw;
@@ -2236,7 +2310,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = SotwRequest::from_wire(Bytes::from(req.encode_to_vec())).unwrap();
+        let mut seen = SeenRuns::default();
+        let r = SotwRequest::from_wire(Bytes::from(req.encode_to_vec()), &mut seen).unwrap();
         assert!(r.names_digest.is_some(), "the names are one run");
         assert_eq!(r.version_info, "v1");
         assert_eq!(r.node, req.node);
@@ -2248,7 +2323,33 @@ mod tests {
         assert_eq!(names, expected);
         let mut truncated = req.encode_to_vec();
         truncated.pop();
-        assert!(SotwRequest::from_wire(Bytes::from(truncated)).is_err());
+        assert!(SotwRequest::from_wire(Bytes::from(truncated), &mut SeenRuns::default()).is_err());
+
+        // The same names again (an ACK) are recognised whole and read the same.
+        let again = DiscoveryRequest {
+            node: None,
+            response_nonce: "4".into(),
+            error_detail: None,
+            ..req.clone()
+        };
+        let a = SotwRequest::from_wire(Bytes::from(again.encode_to_vec()), &mut seen).unwrap();
+        assert_eq!(a.names_digest, r.names_digest);
+        assert_eq!((a.names_count, a.star), (3, false));
+        assert_eq!(a.names().collect::<Vec<_>>(), expected);
+        assert_eq!(a.response_nonce, "4");
+        // Names that only begin with the earlier run, or differ in a byte, are read
+        // one by one.
+        let mut longer = again.clone();
+        longer.resource_names.push("*".into());
+        let l = SotwRequest::from_wire(Bytes::from(longer.encode_to_vec()), &mut seen).unwrap();
+        assert_eq!((l.names_count, l.star), (4, true));
+        assert_ne!(l.names_digest, r.names_digest);
+        let mut other = again.clone();
+        other.resource_names[0] = "z".into();
+        let o = SotwRequest::from_wire(Bytes::from(other.encode_to_vec()), &mut seen).unwrap();
+        assert_eq!(o.names().next(), Some(&b"z"[..]));
+        assert_ne!(o.names_digest, r.names_digest);
+        assert_eq!(seen.0.len(), 3);
     }
 
     #[test]
