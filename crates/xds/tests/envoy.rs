@@ -95,7 +95,12 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     Some(out)
 }
 
-async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+/// Waits up to 30 s for `f` to hold; on a time-out, fails with what `seen` shows then.
+async fn wait_for(
+    what: &str,
+    mut f: impl AsyncFnMut() -> bool,
+    seen: impl AsyncFnOnce() -> String,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if f().await {
@@ -103,7 +108,10 @@ async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("timed out waiting for {what}");
+    panic!(
+        "timed out waiting for {what}; at that time:\n{}",
+        seen().await
+    );
 }
 
 fn pod(name: &str, ip: &str) -> String {
@@ -157,7 +165,7 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
     });
     let path = dir.path().join("envoy.json");
     std::fs::write(&path, bootstrap.to_string()).unwrap();
-    let _envoy = Proc(
+    let envoy_proc = Proc(
         Command::new(&envoy)
             .args([
                 "-c",
@@ -173,6 +181,16 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
     );
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
     let debug_addr: SocketAddr = ([127, 0, 0, 1], debug).into();
+    // What Envoy and the control plane hold, for a failure's message.
+    let seen = async || {
+        format!(
+            "Envoy /clusters:\n{}\n/debug/syncz:\n{}",
+            http_get(admin_addr, "/clusters").await.unwrap_or_default(),
+            http_get(debug_addr, "/debug/syncz")
+                .await
+                .unwrap_or_default()
+        )
+    };
 
     wait_for(
         "Envoy to get the reviews cluster and its endpoint over ADS",
@@ -181,6 +199,7 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
                 c.contains("outbound|9080||reviews.bookinfo.svc.cluster.local::198.18.0.1:9080")
             })
         },
+        seen,
     )
     .await;
 
@@ -194,29 +213,37 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
         ),
     )
     .unwrap();
-    wait_for("the new endpoint in Envoy", async || {
-        http_get(admin_addr, "/clusters").await.is_some_and(|c| {
-            c.contains("outbound|9080||reviews.bookinfo.svc.cluster.local::198.18.0.2:9080")
-        })
-    })
+    wait_for(
+        "the new endpoint in Envoy",
+        async || {
+            http_get(admin_addr, "/clusters").await.is_some_and(|c| {
+                c.contains("outbound|9080||reviews.bookinfo.svc.cluster.local::198.18.0.2:9080")
+            })
+        },
+        seen,
+    )
     .await;
 
     // The debug API shows the proxy, in sync: what was sent is what Envoy accepted.
-    wait_for("CDS and EDS acknowledged in /debug/syncz", async || {
-        let Some(body) = http_get(debug_addr, "/debug/syncz").await else {
-            return false;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
-            return false;
-        };
-        v.as_array().into_iter().flatten().any(|c| {
-            c["proxy"]["id"] == node_id
-                && ["cds", "eds"].iter().all(|t| {
-                    !c["types"][t]["sentVersion"].is_null()
-                        && c["types"][t]["sentVersion"] == c["types"][t]["ackedVersion"]
-                })
-        })
-    })
+    wait_for(
+        "CDS and EDS acknowledged in /debug/syncz",
+        async || {
+            let Some(body) = http_get(debug_addr, "/debug/syncz").await else {
+                return false;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                return false;
+            };
+            v.as_array().into_iter().flatten().any(|c| {
+                c["proxy"]["id"] == node_id
+                    && ["cds", "eds"].iter().all(|t| {
+                        !c["types"][t]["sentVersion"].is_null()
+                            && c["types"][t]["sentVersion"] == c["types"][t]["ackedVersion"]
+                    })
+            })
+        },
+        seen,
+    )
     .await;
     let ready = http_get(debug_addr, "/ready").await.unwrap_or_default();
     assert!(ready.starts_with("ready"), "{ready}");
@@ -228,6 +255,8 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
         "{dump}"
     );
 
+    // Envoy goes first: a graceful shutdown waits for its stream to end.
+    drop(envoy_proc);
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), discovery).await;
 }
