@@ -1690,7 +1690,7 @@ impl AdsService {
         tokio::spawn(drive(p, Requests::new(req.into_body())));
         let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
             rx,
-            parts: Vec::new(),
+            parts: Vec::new().into_iter(),
             done: false,
         }));
         response.headers_mut().insert(
@@ -2014,8 +2014,8 @@ impl WireMessage for SotwRequest {
 /// A stream's response body: the frames its task encoded, then the status as trailers.
 struct ResponseBody {
     rx: mpsc::Receiver<Result<Vec<Bytes>, Status>>,
-    /// The rest of the response being written, in reverse order.
-    parts: Vec<Bytes>,
+    /// The rest of the response being written.
+    parts: std::vec::IntoIter<Bytes>,
     done: bool,
 }
 
@@ -2030,15 +2030,14 @@ impl http_body::Body for ResponseBody {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some(part) = self.parts.pop() {
+        if let Some(part) = self.parts.next() {
             return Poll::Ready(Some(Ok(Frame::data(part))));
         }
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(mut parts))) => {
-                parts.reverse();
-                let first = parts.pop().unwrap_or_default();
-                self.parts = parts;
+            Poll::Ready(Some(Ok(parts))) => {
+                self.parts = parts.into_iter();
+                let first = self.parts.next().unwrap_or_default();
                 Poll::Ready(Some(Ok(Frame::data(first))))
             }
             Poll::Ready(end) => {
@@ -2120,17 +2119,17 @@ fn put_any(r: &Resource, buf: &mut Vec<u8>) {
 /// larger ones are written from the shared buffer, between the response's own parts.
 const COPY_BELOW: usize = 16 << 10;
 
-/// A gRPC frame: `head` and `tail` (this response's own fields) around the shared
-/// encoded resources.
+/// A gRPC frame: this response's own fields, its version (field 1) before the shared
+/// encoded resources and `tail` after them.
 fn frame(
-    head: impl FnOnce(&mut Vec<u8>),
+    version: &str,
     changes: &Arc<Changes>,
     tail_len: usize,
     tail: impl FnOnce(&mut Vec<u8>),
 ) -> Vec<Bytes> {
     let mut buf = Vec::with_capacity(64 + tail_len);
     buf.extend_from_slice(&[0; 5]);
-    head(&mut buf);
+    put_str(1, version, &mut buf);
     let head_len = buf.len() - 5;
     let len = head_len + changes.wire.len() + tail_len;
     buf[1..5].copy_from_slice(&(len as u32).to_be_bytes());
@@ -2154,7 +2153,7 @@ fn frame(
 /// A `DiscoveryResponse`, framed: fields in number order, as protobuf encoders write them.
 fn encode_sotw(version: &str, changes: &Arc<Changes>, type_url: &str, nonce: &str) -> Vec<Bytes> {
     frame(
-        |b| put_str(1, version, b),
+        version,
         changes,
         str_field_len(type_url) + str_field_len(nonce),
         |b| {
@@ -2173,7 +2172,7 @@ fn delta_resource_len(r: &Resource) -> usize {
 fn encode_delta(version: &str, changes: &Arc<Changes>, type_url: &str, nonce: &str) -> Vec<Bytes> {
     let removed = &changes.removed;
     frame(
-        |b| put_str(1, version, b),
+        version,
         changes,
         str_field_len(type_url)
             + str_field_len(nonce)
