@@ -319,33 +319,6 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     docs
 }
 
-/// Deepest nesting of flow collections (`[`, `{`) in a document, outside quoted
-/// strings and comments: the YAML parser's time grows with the square of it.
-fn flow_depth(doc: &str) -> usize {
-    let (mut depth, mut max) = (0usize, 0usize);
-    let mut quote: Option<char> = None;
-    let mut comment = false;
-    let mut prev = ' ';
-    for c in doc.chars() {
-        match (quote, c) {
-            (_, '\n') => comment = false,
-            _ if comment => {}
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '#') if prev.is_whitespace() => comment = true,
-            (None, '[' | '{') => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            (None, ']' | '}') => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        prev = c;
-    }
-    max
-}
-
 /// Deepest flow nesting accepted (Kubernetes objects need a handful of levels).
 pub const MAX_FLOW_DEPTH: usize = 256;
 
@@ -460,7 +433,8 @@ fn parse_one(
         skipped_kind: None,
         key: None,
     };
-    let depth = flow_depth(doc);
+    // Read as Kubernetes reads it (crate::yaml), which also measures the flow nesting.
+    let (doc, depth) = crate::yaml::kubernetes_compatible(doc);
     if depth > MAX_FLOW_DEPTH {
         out.diagnostics.push(
             Diagnostic::error(
@@ -471,7 +445,7 @@ fn parse_one(
         );
         return Some(out);
     }
-    let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(doc) {
+    let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(&doc) {
         Ok(v) => v,
         Err(e) => {
             let mut d = Diagnostic::error(codes::YAML_SYNTAX_ERROR, format!("not valid YAML: {e}"))

@@ -8,6 +8,7 @@ pub mod document;
 pub mod istio;
 pub mod mesh;
 pub mod types;
+pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Level, ResourceRef};
 pub use document::{Kind, Object, ObjectKey, ParsedDocument, SourcePos, parse_documents};

@@ -213,7 +213,8 @@ impl MeshConfig {
             document: 0,
             line: 1,
         };
-        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+        let (text, _) = crate::yaml::kubernetes_compatible(text);
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
             let mut d = Diagnostic::error(codes::YAML_SYNTAX_ERROR, format!("not valid YAML: {e}"))
                 .at(&pos);
             d.line = e.location().map(|l| l.line());

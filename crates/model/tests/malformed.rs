@@ -751,3 +751,23 @@ fn sample_objects_still_parse_after_a_broken_neighbour() {
         .collect();
     assert!(objs.iter().all(|k| *k == Kind::DestinationRule));
 }
+
+/// YAML that kubectl accepts is accepted: an IPv6 address ending in `::` inside a flow
+/// sequence (Go's YAML scanner reads it whole, libyaml alone would refuse it).
+#[test]
+fn ipv6_addresses_in_a_flow_sequence_parse_as_kubectl_reads_them() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: ext\nspec:\n  hosts: [ext.example.com]\n  addresses: [198.18.0.1, 2001:db8::]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 2001:db8::}]\n";
+    let docs = parse(text);
+    assert_eq!(docs.len(), 1);
+    assert!(
+        docs[0].diagnostics.iter().all(|d| d.level != Level::Error),
+        "{}",
+        show(&docs[0].diagnostics)
+    );
+    let Some(Object::ServiceEntry(se)) = &docs[0].object else {
+        panic!("expected a ServiceEntry, got {:?}", docs[0].object);
+    };
+    assert_eq!(se.spec.addresses, ["198.18.0.1", "2001:db8::"]);
+    let endpoints = se.spec.endpoints.as_deref().unwrap_or_default();
+    assert_eq!(endpoints[0].address.as_deref(), Some("2001:db8::"));
+}
