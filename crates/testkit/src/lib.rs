@@ -18,6 +18,7 @@ pub mod curl;
 pub mod isthmus;
 pub mod netns;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 pub use curl::{Curl, Reply};
@@ -28,12 +29,33 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// Skips (`false`, with the reason on stderr) or, under `CI=true`, panics.
-fn skip(test_name: &str, why: &str) -> bool {
+/// The file in which skipped tests are recorded, one line each, for the test script's
+/// closing count (`scripts/test.sh` sets it).
+pub const SKIP_LOG_VAR: &str = "ISTHMUS_SKIP_LOG";
+
+/// Skips (`false`, with the reason on stderr and a line in [`SKIP_LOG_VAR`]'s file) or,
+/// under `CI=true`, panics. Every test that can skip goes through here.
+pub fn skip(test_name: &str, why: &str) -> bool {
     if in_ci() {
         panic!("{test_name}: {why}; CI=true, so this is a failure");
     }
-    eprintln!("skipping {test_name}: {why}");
+    // Straight to stderr, past the test harness's capture, so that the skip is seen.
+    let _ = writeln!(std::io::stderr(), "skipping {test_name}: {why}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_VAR).filter(|p| !p.is_empty()) {
+        let line = format!("{test_name}: {why}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cannot record the skip in {}: {e}",
+                Path::new(&path).display()
+            );
+        }
+    }
     false
 }
 
