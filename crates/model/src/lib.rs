@@ -7,6 +7,7 @@ pub mod diagnostic;
 pub mod document;
 pub mod istio;
 pub mod mesh;
+pub mod sync;
 pub mod types;
 pub mod yaml;
 

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use isthmus_model::sync::lock;
 use isthmus_model::{ClusterId, Diagnostic, MeshConfig};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -29,12 +30,6 @@ struct Inner {
     events: broadcast::Sender<Arc<ChangeEvent>>,
     diagnostics: Mutex<BTreeMap<ClusterId, Vec<Diagnostic>>>,
     resolve_now: tokio::sync::Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent data (each update is applied
-    // whole), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {

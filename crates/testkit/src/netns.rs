@@ -8,10 +8,11 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use isthmus_model::sync::lock;
 use nix::sys::signal::{Signal, kill, killpg};
 pub use nix::unistd::Pid;
 
@@ -44,10 +45,6 @@ pub struct Netns {
     logs: Mutex<Vec<PathBuf>>,
     /// Set when a panic message already carries the logs.
     logs_shown: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn other(msg: String) -> io::Error {

@@ -4,6 +4,7 @@
 //!
 //! The real v2 reads its ratings from MongoDB or MySQL; this one answers the same two.
 
+use isthmus_model::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -56,12 +57,7 @@ async fn ratings(State(app): State<Arc<Ratings>>, Path(rest): Path<String>) -> R
     let Some(id) = id_of(&rest) else {
         return error(StatusCode::BAD_REQUEST, "please provide numeric product ID");
     };
-    let posted = app
-        .posted
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-        .cloned();
+    let posted = lock(&app.posted).get(&id).cloned();
     Json(posted.unwrap_or_else(|| default_ratings(id))).into_response()
 }
 
@@ -83,10 +79,7 @@ async fn post_ratings(
         );
     }
     let entry = json!({"id": id, "ratings": ratings});
-    app.posted
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, entry.clone());
+    lock(&app.posted).insert(id, entry.clone());
     Json(entry).into_response()
 }
 
