@@ -4,9 +4,10 @@
 //!
 //! The real v2 reads its ratings from MongoDB or MySQL; this one answers the same two.
 
-use isthmus_model::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use isthmus_model::sync::lock;
 
 use axum::Json;
 use axum::body::Bytes;
