@@ -18,6 +18,8 @@ use isthmus_model::{
 use isthmus_registry::ManifestSource;
 use serde::Serialize;
 
+mod not_enforced;
+
 /// Two DestinationRules configure the same host in one namespace.
 pub const CONFLICTING_DESTINATION_RULES: codes::Code = ("ISM0006", "ConflictingDestinationRules");
 
@@ -164,6 +166,7 @@ pub fn analyze(mesh: Option<&MeshConfig>, paths: &[PathBuf]) -> Result<Analysis,
     world.check_virtual_services(&mut findings);
     world.check_gateways(&mut findings);
     world.check_destination_rules(&mut findings);
+    not_enforced::check(&items, &mut findings);
     findings.sort_by(|a, b| {
         (a.level, a.code, &a.resource, &a.file, a.line, &a.field).cmp(&(
             b.level,

@@ -58,6 +58,9 @@ pub mod codes {
     pub const DUPLICATE_OBJECT: Code = ("ISM0004", "DuplicateObject");
     /// A source kept an object's last good version because its document is now broken.
     pub const KEPT_LAST_GOOD: Code = ("ISM0005", "KeptLastGoodVersion");
+    /// A field Isthmus accepts but does not act on yet (see `istio::enforcement`).
+    /// ISM0006 is the analyzer's ConflictingDestinationRules.
+    pub const NOT_ENFORCED_YET: Code = ("ISM0007", "NotEnforcedYet");
 }
 
 /// One finding about user input.

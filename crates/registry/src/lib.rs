@@ -8,6 +8,7 @@ pub mod controller;
 pub mod load;
 pub mod mesh_context;
 pub mod model;
+mod not_enforced;
 pub mod registry;
 pub mod report;
 pub mod source;

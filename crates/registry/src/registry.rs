@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::cluster::{ClusterState, ObjectChange};
 use crate::mesh_context::MeshContext;
 use crate::model::{Address, ChangeEvent, Gateway, Service};
+use crate::not_enforced::NotEnforcedLog;
 
 /// How far a cluster's source has got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,6 +72,8 @@ pub struct Registry {
     secrets: imbl::OrdMap<(ClusterId, ObjectKey), Arc<Object>>,
     sync: BTreeMap<ClusterId, SyncState>,
     version: u64,
+    /// Config fields accepted but not enforced yet, logged once per object and field.
+    not_enforced: NotEnforcedLog,
 }
 
 impl Registry {
@@ -100,6 +103,7 @@ impl Registry {
                 .map(|c| (c.name.clone(), SyncState::Syncing))
                 .collect(),
             version: 0,
+            not_enforced: NotEnforcedLog::default(),
         };
         r.refresh_gateways();
         r
@@ -154,6 +158,7 @@ impl Registry {
                     None => self.config.remove(&key),
                 };
                 if old.as_deref() != new.as_deref() {
+                    self.not_enforced.update(cluster, &key, new.as_deref());
                     event.config.insert(key);
                 }
             }

@@ -13,6 +13,7 @@ use crate::Level;
 
 pub mod common;
 pub mod destination_rule;
+pub mod enforcement;
 pub mod gateway;
 pub mod peer_authentication;
 pub mod service_entry;
