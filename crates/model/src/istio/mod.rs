@@ -15,6 +15,7 @@ pub mod common;
 pub mod destination_rule;
 pub mod gateway;
 pub mod peer_authentication;
+pub mod refs;
 pub mod service_entry;
 pub mod sidecar;
 pub mod validate;
