@@ -11,7 +11,7 @@ use std::sync::Arc;
 use isthmus_model::diagnostic::codes;
 use isthmus_model::istio::IstioConfig;
 use isthmus_model::istio::common::Destination;
-use isthmus_model::istio::validate::host_subset_of;
+use isthmus_model::istio::refs::{GatewayRef, binds_mesh, host_subset_of, labels_subset_of};
 use isthmus_model::{
     ClusterId, Diagnostic, Kind, Level, MeshConfig, Object, ObjectKey, SourcePos, parse_documents,
 };
@@ -204,19 +204,6 @@ pub fn render(analysis: &Analysis) -> String {
     out
 }
 
-/// Where a VirtualService's gateway reference points: `ns/name`, `name` (the
-/// VirtualService's namespace), or the legacy `name.ns[.svc.DOMAIN]` form Istio still resolves.
-fn gateway_ref<'a>(g: &'a str, vs_ns: &'a str) -> (&'a str, &'a str) {
-    if let Some((ns, name)) = g.split_once('/') {
-        return (ns, name);
-    }
-    let mut parts = g.split('.');
-    match (parts.next(), parts.next()) {
-        (Some(name), Some(ns)) => (ns, name),
-        _ => (vs_ns, g),
-    }
-}
-
 type DestinationRuleRef<'a> = (
     &'a Item,
     &'a IstioConfig<isthmus_model::istio::DestinationRule>,
@@ -387,10 +374,13 @@ impl<'a> World<'a> {
                 }
             }
             for (field, g) in gateways {
-                if g == "mesh" {
+                let GatewayRef::Gateway {
+                    namespace: gns,
+                    name: gname,
+                } = GatewayRef::resolve(g, &ns)
+                else {
                     continue;
-                }
-                let (gns, gname) = gateway_ref(g, &ns);
+                };
                 if !self.gateway_exists(gns, gname) {
                     out.push(item.diag(
                         Level::Error,
@@ -400,7 +390,7 @@ impl<'a> World<'a> {
                     ));
                 }
             }
-            if spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh") {
+            if binds_mesh(&spec.gateways) {
                 for h in &spec.hosts {
                     mesh_hosts
                         .entry(self.resolve(h, &ns))
@@ -449,8 +439,7 @@ impl<'a> World<'a> {
                 continue;
             }
             let matches = |labels: Option<&BTreeMap<String, String>>| {
-                sel.iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                labels.is_some_and(|l| labels_subset_of(sel, l))
             };
             let found = self.items.iter().any(|i| match &*i.object {
                 Object::Pod(p) => matches(p.metadata.labels.as_ref()),

@@ -1805,16 +1805,43 @@ fn the_same_config_in_two_config_clusters_is_one_object() {
 #[test]
 fn a_legacy_gateway_name_is_resolved() {
     let env = Env::new();
-    let vs = obj(
-        "VirtualService",
-        "bookinfo",
-        "reviews",
-        "hosts: [reviews]\ngateways: [ingress.istio-system.svc.cluster.local]\nhttp:\n- route:\n  - destination: {host: reviews}\n",
-    );
-    let a = env.analyze(&[
-        ("vs.yaml", &vs),
-        ("gw.yaml", &gateway("{istio: ingressgateway}", "80")),
-    ]);
-    // The legacy form is worth a warning, not a "not found" error.
-    assert!(!a.has_errors(), "{}", show(&a));
+    let vs = |gw: &str, ns: &str| {
+        obj(
+            "VirtualService",
+            ns,
+            "reviews",
+            &format!(
+                "hosts: [reviews]\ngateways: [{gw}]\nhttp:\n- match:\n  - gateways: [{gw}]\n  route:\n  - destination: {{host: reviews.bookinfo.svc.cluster.local}}\n"
+            ),
+        )
+    };
+    let gw = gateway("{istio: ingressgateway}", "80");
+    // The legacy forms resolve to istio-system/ingress (validation only warns, at the
+    // top and in the match, that `namespace/name` is preferred).
+    for legacy in [
+        "ingress.istio-system",
+        "ingress.istio-system.svc.cluster.local",
+    ] {
+        let a = env.analyze(&[("vs.yaml", &vs(legacy, "bookinfo")), ("gw.yaml", &gw)]);
+        assert!(!a.has_errors(), "{legacy}:\n{}", show(&a));
+        for field in ["spec.gateways[0]", "spec.http[0].match[0].gateways[0]"] {
+            expect(
+                &a,
+                &Want {
+                    code: "IST0106",
+                    level: Level::Warning,
+                    resource: Some(("VirtualService", "bookinfo", "reviews")),
+                    field: Some(field),
+                    words: &["legacy", "\"istio-system/ingress\""],
+                    file: "vs.yaml",
+                },
+            );
+        }
+        assert_eq!(a.findings.len(), 2, "{legacy}:\n{}", show(&a));
+    }
+    // A bare name is in the VirtualService's namespace.
+    assert_clean(&env.analyze(&[
+        ("vs.yaml", &vs("ingress", "istio-system")),
+        ("gw.yaml", &gw),
+    ]));
 }

@@ -464,7 +464,60 @@ fn gateway_routes_to_productpage() {
     }
     let replies = Curl::get(&url).times(20).send(&b.ns);
     assert_eq!(tally(&replies), only("v1", 20));
+
+    // A second VirtualService names the Gateway in the legacy `NAME.NAMESPACE.svc.DOMAIN`
+    // form, and its match in the `NAME.NAMESPACE` form: Istio binds both to
+    // default/bookinfo-gateway. Unbound, its host would fall to bookinfo's `*` host,
+    // which has no route for /details.
+    b.mesh
+        .apply("details-legacy-gateway.yaml", LEGACY_GATEWAY_VS)
+        .unwrap();
+    let details = format!("http://{GATEWAY_IP}:8080/details/0");
+    let call = || {
+        Curl::get(&details)
+            .header("Host: details.example.com")
+            .send_one(&b.ns)
+    };
+    let reply = b.wait_until(
+        "details through the gateway named in the legacy form",
+        CONVERGE,
+        || {
+            let r = call();
+            if r.first_line().starts_with("service=details version=v1") {
+                Ok(r)
+            } else {
+                Err(r.to_string())
+            }
+        },
+    );
+    assert!(
+        reply.body.contains("\nmethod=GET path=/details/0\n"),
+        "{}",
+        reply.body
+    );
+    let replies = Curl::get(&details)
+        .header("Host: details.example.com")
+        .times(10)
+        .send(&b.ns);
+    assert_eq!(tally(&replies), only("v1", 10));
 }
+
+/// Routes details.example.com through bookinfo's Gateway, named the legacy way.
+const LEGACY_GATEWAY_VS: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: details-legacy-gateway
+  namespace: default
+spec:
+  hosts: [details.example.com]
+  gateways: [bookinfo-gateway.default.svc.cluster.local]
+  http:
+  - match:
+    - uri: {prefix: /details}
+      gateways: [bookinfo-gateway.default]
+    route:
+    - destination: {host: details, port: {number: 9080}}
+";
 
 #[test]
 fn reviews_all_v1() {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::codes;
-use crate::istio::validate::host_subset_of;
+use crate::istio::refs::host_subset_of;
 use crate::{ClusterId, Diagnostic, NetworkId};
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ pub mod destination_rule;
 pub mod enforcement;
 pub mod gateway;
 pub mod peer_authentication;
+pub mod refs;
 pub mod service_entry;
 pub mod sidecar;
 pub mod validate;

@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::common::Destination;
+use super::refs::{
+    MESH_GATEWAY, binds_mesh, decode_base64, host_subset_of, hosts_overlap, is_authority_header,
+    is_known_http_status, jwt_routing_claim, legacy_gateway_name,
+};
 use super::validate::{
     MILLISECOND, check_duration, check_export_to, check_header_name, check_header_name_case,
     check_labels, check_percent_int, check_percent_value, check_port, check_regex, error,
-    host_subset_of, hosts_overlap, is_dns1123_label, is_dns1123_subdomain, is_ip, set_names,
-    validate_fqdn, validate_ip_subnet, validate_wildcard_domain, warning,
+    is_dns1123_label, is_dns1123_subdomain, is_ip, set_names, validate_fqdn, validate_ip_subnet,
+    validate_wildcard_domain, warning,
 };
 use super::{FieldIssue, ValidateSpec, ValidationContext};
 
@@ -427,11 +431,6 @@ pub struct L4MatchAttributes {
 // ---------------------------------------------------------------------------
 // Validation
 
-/// The name of the implicit gateway of all sidecars.
-const MESH_GATEWAY: &str = "mesh";
-/// Header-name prefix of JWT-claim routing (gateways only).
-const JWT_CLAIM_PREFIX: &str = "@request.auth.claims.";
-
 /// Envoy retry policies Istio accepts in `retryOn` (besides HTTP status codes).
 const RETRY_ON_POLICIES: &[&str] = &[
     "5xx",
@@ -451,13 +450,6 @@ const RETRY_ON_POLICIES: &[&str] = &[
     "resource-exhausted",
     "unavailable",
 ];
-
-/// HTTP status codes Go's `http.StatusText` knows (Istio accepts these in `retryOn`).
-fn is_known_http_status(code: u32) -> bool {
-    matches!(code,
-        100..=103 | 200..=208 | 226 | 300..=305 | 307 | 308 | 400..=418 | 421..=426 | 428
-        | 429 | 431 | 451 | 500..=508 | 510 | 511)
-}
 
 /// gRPC status names, at the index of their code.
 pub const GRPC_STATUSES: &[&str] = &[
@@ -514,8 +506,7 @@ impl ValidateSpec for VirtualService {
             }
         }
 
-        let applies_to_mesh =
-            self.gateways.is_empty() || self.gateways.iter().any(|g| g == MESH_GATEWAY);
+        let applies_to_mesh = binds_mesh(&self.gateways);
         let applies_to_gateway = self.gateways.iter().any(|g| g != MESH_GATEWAY);
         check_gateway_names(out, "spec.gateways", &self.gateways);
 
@@ -592,8 +583,7 @@ fn check_gateway_names(out: &mut Vec<FieldIssue>, field: &str, names: &[String])
         let f = format!("{field}[{i}]");
         match g.split_once('/') {
             None => {
-                if let Some((name, rest)) = g.split_once('.') {
-                    let ns = rest.split('.').next().unwrap_or_default();
+                if let Some((ns, name)) = legacy_gateway_name(g) {
                     warning(
                         out,
                         &f,
@@ -724,10 +714,6 @@ fn check_header_ops(out: &mut Vec<FieldIssue>, field: &str, h: &Headers) {
             }
         }
     }
-}
-
-fn is_authority_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case(":authority")
 }
 
 /// Checks of the destination of a route, mirror or egress proxy (Istio's
@@ -1009,14 +995,14 @@ fn check_http_match(out: &mut Vec<FieldIssue>, mp: &str, m: &HttpMatchRequest) {
     }
     for (name, sm) in &m.headers {
         let f = format!("{mp}.headers.{name}");
-        if !name.starts_with(JWT_CLAIM_PREFIX) {
+        if jwt_routing_claim(name).is_none() {
             check_header_name(out, &f, name);
         }
         check_string_match(out, &f, sm, false, true);
     }
     for (name, sm) in &m.without_headers {
         let f = format!("{mp}.withoutHeaders.{name}");
-        if !name.starts_with(JWT_CLAIM_PREFIX) {
+        if jwt_routing_claim(name).is_none() {
             check_header_name(out, &f, name);
         }
         // `regex: "*"` is not a regex: Istio turns it into a presence match.
@@ -1064,7 +1050,7 @@ fn check_no_jwt_claim_routes(out: &mut Vec<FieldIssue>, p: &str, r: &HttpRoute) 
             .map(|n| ("headers", n))
             .chain(m.without_headers.keys().map(|n| ("withoutHeaders", n)))
         {
-            if name.starts_with(JWT_CLAIM_PREFIX) {
+            if jwt_routing_claim(name).is_some() {
                 error(
                     out,
                     format!("{p}.match[{k}].{key}.{name}"),
@@ -1247,7 +1233,7 @@ fn check_direct_response(out: &mut Vec<FieldIssue>, dp: &str, d: &HttpDirectResp
     let size = match (&body.string, &body.bytes) {
         (Some(s), _) => s.len(),
         (None, Some(b)) => {
-            if !is_base64(b) {
+            if decode_base64(b).is_none() {
                 error(
                     out,
                     format!("{bp}.bytes"),
@@ -1271,14 +1257,6 @@ fn check_direct_response(out: &mut Vec<FieldIssue>, dp: &str, d: &HttpDirectResp
             "the body is larger than 100KB; large direct responses may hurt control plane performance",
         );
     }
-}
-
-fn is_base64(s: &str) -> bool {
-    let s = s.trim_end_matches('=');
-    let padding = s.len() % 4;
-    padding != 1
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 fn check_redirect(out: &mut Vec<FieldIssue>, rp: &str, rd: &HttpRedirect) {

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use isthmus_model::istio::refs::{
+    MESH_GATEWAY, bound_gateways, export_visible, host_subset_of, labels_subset_of,
+};
 use isthmus_model::istio::{DestinationRule, Gateway, IstioConfig, VirtualService, resolve_host};
 use isthmus_model::{ClusterId, Hostname, Object, ObjectKey, Protocol};
 use isthmus_registry::{Address, Service, Snapshot};
-
-/// Istio's name for sidecars in `gateways` lists.
-pub const MESH: &str = "mesh";
 
 /// A VirtualService with its key and its hosts resolved in its namespace.
 #[derive(Debug)]
@@ -216,15 +216,6 @@ pub struct ConfigIndex {
     pub uses_source_labels: bool,
 }
 
-/// Istio's exportTo rule for config objects: empty or `*` everywhere, `.` the object's
-/// own namespace, otherwise the listed namespaces.
-pub fn export_visible(export_to: &[String], own: &str, namespace: &str) -> bool {
-    export_to.is_empty()
-        || export_to
-            .iter()
-            .any(|e| e == "*" || (e == "." && own == namespace) || e == namespace)
-}
-
 fn creation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     meta.creation_timestamp
         .as_ref()
@@ -296,15 +287,7 @@ impl ConfigIndex {
             match &**obj {
                 Object::VirtualService(c) => {
                     let ns = &*key.namespace;
-                    let gateways = if c.spec.gateways.is_empty() {
-                        vec![MESH.to_string()]
-                    } else {
-                        c.spec
-                            .gateways
-                            .iter()
-                            .map(|g| qualify_gateway(g, ns))
-                            .collect()
-                    };
+                    let gateways = bound_gateways(&c.spec.gateways, ns);
                     let uses_source = c
                         .spec
                         .http
@@ -367,7 +350,8 @@ impl ConfigIndex {
         namespace: &'a str,
     ) -> impl Iterator<Item = &'a Arc<VsEntry>> + 'a {
         self.virtual_services.iter().filter(move |e| {
-            e.gateways.iter().any(|g| g == gateway) && (gateway != MESH || e.visible_to(namespace))
+            e.gateways.iter().any(|g| g == gateway)
+                && (gateway != MESH_GATEWAY || e.visible_to(namespace))
         })
     }
 
@@ -383,7 +367,7 @@ impl ConfigIndex {
         let candidates: Vec<&Arc<DrEntry>> = self
             .destination_rules
             .iter()
-            .filter(|d| host_matches(&d.host, host))
+            .filter(|d| host_subset_of(host, &d.host))
             .filter(|d| {
                 export_visible(&d.dr.spec.export_to, &d.key.namespace, proxy_ns)
                     && d.dr.spec.workload_selector.is_none()
@@ -410,34 +394,7 @@ impl ConfigIndex {
         labels: &'a BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'a (ObjectKey, Arc<IstioConfig<Gateway>>)> + 'a {
         self.gateways.iter().filter(move |(_, g)| {
-            !g.spec.selector.is_empty()
-                && g.spec
-                    .selector
-                    .iter()
-                    .all(|(k, v)| labels.get(k).is_some_and(|x| x == v))
+            !g.spec.selector.is_empty() && labels_subset_of(&g.spec.selector, labels)
         })
-    }
-}
-
-/// `name` or `namespace/name` → `namespace/name`; `mesh` stays `mesh`.
-pub fn qualify_gateway(g: &str, namespace: &str) -> String {
-    if g == MESH || g.contains('/') {
-        g.to_string()
-    } else if let Some((name, ns)) = g.split_once('.') {
-        // The legacy `name.namespace` form.
-        format!("{ns}/{name}")
-    } else {
-        format!("{namespace}/{g}")
-    }
-}
-
-/// Whether a config host (exact or `*.suffix`, or `*`) covers a service hostname.
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    match pattern.strip_prefix('*') {
-        Some(suffix) => host.ends_with(suffix),
-        None => pattern == host,
     }
 }
