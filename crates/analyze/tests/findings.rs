@@ -1431,7 +1431,7 @@ fn gateway_auto_passthrough_and_no_selector_are_not_enforced_yet() {
 }
 
 #[test]
-fn tls_and_tcp_match_conditions_not_enforced_yet() {
+fn tcp_match_destination_subnets_not_enforced_yet() {
     let env = Env::new();
     let vs = obj(
         "VirtualService",
@@ -1441,13 +1441,7 @@ fn tls_and_tcp_match_conditions_not_enforced_yet() {
     );
     let a = env.analyze(&[("vs.yaml", &vs)]);
     let ratings = ("VirtualService", "bookinfo", "ratings");
-    expect_not_enforced(
-        &a,
-        ratings,
-        "spec.tls[0].match[0].sourceLabels",
-        "vs.yaml",
-        "accepted, not enforced yet: VirtualService tls.match.sourceLabels: Istio applies the rule only on proxies whose workload has these labels; Isthmus ignores the condition: the rule applies on every proxy",
-    );
+    // tls match sourceLabels are enforced (istio::refs::Source::matches_l4).
     expect_not_enforced(
         &a,
         ratings,
@@ -1455,7 +1449,7 @@ fn tls_and_tcp_match_conditions_not_enforced_yet() {
         "vs.yaml",
         "accepted, not enforced yet: VirtualService tcp.match.destinationSubnets: Istio applies the rule only to connections to these address ranges; Isthmus ignores the condition: the rule applies to every connection the rest of the match selects",
     );
-    assert_eq!(a.findings.len(), 2, "{}", show(&a));
+    assert_eq!(a.findings.len(), 1, "{}", show(&a));
 }
 
 #[test]

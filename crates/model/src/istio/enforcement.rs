@@ -92,28 +92,15 @@ fn virtual_service(n: &mut Notes, vs: &VirtualService) {
             "Istio applies the VirtualService only to gateway proxies in the namespaces it is exported to; Isthmus applies it to every gateway it names (exportTo is honoured for sidecars)",
         );
     }
-    // Istio's matchTLS and matchTCP (pilot/pkg/networking/core/tls.go) select rules by
-    // the proxy's labels and namespace; buildSidecarOutboundTLSFilterChainOpts and
-    // buildSidecarOutboundTCPFilterChainOpts match destinationSubnets on the connection.
+    // Istio's buildSidecarOutboundTLSFilterChainOpts and
+    // buildSidecarOutboundTCPFilterChainOpts (pilot/pkg/networking/core/tls.go) match
+    // destinationSubnets on the connection. (sourceLabels and sourceNamespace are
+    // enforced: istio::refs::Source::matches_l4.)
     for (i, r) in vs.tls.iter().enumerate() {
         for (j, m) in r.r#match.iter().enumerate() {
             let p = format!("spec.tls[{i}].match[{j}]");
             if !m.destination_subnets.is_empty() {
                 destination_subnets(n, &format!("{p}.destinationSubnets"), "tls");
-            }
-            if !m.source_labels.is_empty() {
-                n.add(
-                    format!("{p}.sourceLabels"),
-                    "tls.match.sourceLabels",
-                    "Istio applies the rule only on proxies whose workload has these labels; Isthmus ignores the condition: the rule applies on every proxy",
-                );
-            }
-            if m.source_namespace.as_deref().is_some_and(|s| !s.is_empty()) {
-                n.add(
-                    format!("{p}.sourceNamespace"),
-                    "tls.match.sourceNamespace",
-                    "Istio applies the rule only on proxies in this namespace; Isthmus ignores the condition: the rule applies on every proxy",
-                );
             }
         }
     }
