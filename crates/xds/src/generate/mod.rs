@@ -37,9 +37,9 @@ use isthmus_model::istio::{VirtualService, resolve_host};
 use isthmus_model::{ClusterId, Hostname, Kind, Object, ObjectKey, Protocol, intern};
 use isthmus_registry::{Service, Snapshot};
 
+use crate::generator::Generator;
 use crate::proxy::{Proxy, ProxyKind};
 use crate::resources::{self, ProxyResources, Resource};
-use crate::server::Generator;
 
 pub mod clusters;
 pub mod http_route;
