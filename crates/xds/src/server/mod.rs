@@ -45,6 +45,8 @@ mod push;
 mod sotw;
 mod subscription;
 pub(crate) mod wire;
+#[cfg(test)]
+mod wire_props;
 
 pub use crate::generator::Generator;
 pub use connection::{ConnectionStatus, TypeStatus};
