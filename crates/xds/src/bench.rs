@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::resources::{CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES};
-use crate::server::{put_field_header, put_str};
+use crate::server::wire::{put_field_header, put_str};
 
 /// The size of the simulation.
 #[derive(Clone, Debug)]

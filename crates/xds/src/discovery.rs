@@ -1,8 +1,25 @@
 //! `isthmus discovery`: the registry controller, the ADS server on gRPC, and the debug
-//! HTTP API (`/ready`, `/debug/syncz`, `/debug/registryz`, `/debug/config_dump`).
+//! HTTP API:
+//!
+//! - `/ready`: 200 once every cluster's registry is synced, else 503 naming those that
+//!   are not.
+//! - `/debug/syncz`: every connected proxy, and per type what it subscribed to, was
+//!   sent, accepted or rejected.
+//! - `/debug/registryz`: the registry's services, endpoints and gateways.
+//! - `/debug/config_dump?proxyID=ID[&types=cds,eds,lds,rds][&names=proto]`: what a
+//!   proxy receives, shaped like Envoy's admin `/config_dump`.
+//! - `/debug/endpointz?address=IP`: who still holds an endpoint at `IP`, for stopping
+//!   a pod gracefully. The answer is
+//!   `{"address":"IP","registry":BOOL,"proxies":[{"id":"NODE_ID","acked":BOOL}]}`:
+//!   `registry` says whether a service of the current registry snapshot still has an
+//!   endpoint at the address; `proxies` lists every connected proxy whose last-sent or
+//!   last-accepted endpoints (EDS `ClusterLoadAssignment`s) have one, with `acked`
+//!   true if the config it accepted has it, false if only a config sent and not yet
+//!   answered does. Once `registry` is false and `proxies` empty, no proxy sends the
+//!   address new traffic from a stale endpoint.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -10,14 +27,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use isthmus_model::MeshConfig;
-use isthmus_registry::Controller;
 use isthmus_registry::report::RegistryReport;
-use serde::Deserialize;
+use isthmus_registry::{Address, Controller, Snapshot};
+use serde::{Deserialize, Serialize};
 
 use crate::dump;
 use crate::generate::IstioGenerator;
-use crate::resources;
-use crate::server::{DiscoveryServer, PushOptions};
+use crate::resources::TypeUrl;
+use crate::server::{DiscoveryServer, EndpointHolder, PushOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -116,6 +133,7 @@ pub async fn run_with_push(
         .route("/debug/syncz", get(syncz))
         .route("/debug/registryz", get(registryz))
         .route("/debug/config_dump", get(config_dump))
+        .route("/debug/endpointz", get(endpointz))
         .with_state(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -214,10 +232,7 @@ async fn config_dump(
                 .filter(|t| !t.is_empty())
                 .map(String::from)
                 .collect();
-            let known: Vec<&str> = resources::TYPES
-                .iter()
-                .map(|t| resources::short(t))
-                .collect();
+            let known: Vec<&str> = TypeUrl::ALL.iter().map(|t| t.short()).collect();
             if let Some(bad) = wanted.iter().find(|t| !known.contains(&t.as_str())) {
                 return (
                     StatusCode::BAD_REQUEST,
@@ -266,4 +281,54 @@ async fn config_dump(
         proto_names,
     };
     Json(dump::config_dump_with(&res, &opts)).into_response()
+}
+
+/// Who holds an endpoint address: the answer of `/debug/endpointz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointHolders {
+    pub address: IpAddr,
+    /// Whether a service of the registry snapshot has an endpoint at the address.
+    pub registry: bool,
+    /// The connected proxies whose endpoints, sent or accepted, have it.
+    pub proxies: Vec<EndpointHolder>,
+}
+
+/// Who holds an endpoint at `ip`: the registry (`snapshot`), and the proxies
+/// connected to `server`.
+pub fn endpoint_holders(
+    snapshot: &Snapshot,
+    server: &DiscoveryServer,
+    ip: IpAddr,
+) -> EndpointHolders {
+    let registry = snapshot
+        .services
+        .values()
+        .any(|svc| svc.endpoints().any(|e| e.address == Address::Ip(ip)));
+    EndpointHolders {
+        address: ip,
+        registry,
+        proxies: server.endpoint_holders(ip),
+    }
+}
+
+#[derive(Deserialize)]
+struct EndpointzQuery {
+    address: Option<String>,
+}
+
+async fn endpointz(
+    State(s): State<AppState>,
+    Query(q): Query<EndpointzQuery>,
+) -> axum::response::Response {
+    let Some(Ok(ip)) = q.address.as_deref().map(str::parse::<IpAddr>) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "address={:?} is not an IP address; ask for /debug/endpointz?address=IP\n",
+                q.address.unwrap_or_default()
+            ),
+        )
+            .into_response();
+    };
+    Json(endpoint_holders(&s.controller.snapshot(), &s.server, ip)).into_response()
 }

@@ -6,10 +6,12 @@ pub mod bench;
 pub mod discovery;
 pub mod dump;
 pub mod generate;
+pub mod generator;
 pub mod proxy;
 pub mod resources;
 pub mod server;
 
+pub use generator::Generator;
 pub use proxy::{Proxy, ProxyKind};
-pub use resources::{ProxyResources, Resource};
-pub use server::{ConnectionStatus, DiscoveryServer, Generator, TypeStatus};
+pub use resources::{ProxyResources, Resource, TypeUrl};
+pub use server::{ConnectionStatus, DiscoveryServer, TypeStatus};

@@ -17,6 +17,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use isthmus_model::{ClusterId, MeshConfig};
 use isthmus_registry::{ManifestSource, Registry, Snapshot};
 use isthmus_xds::DiscoveryServer;
+use isthmus_xds::discovery::endpoint_holders;
 use isthmus_xds::generate::IstioGenerator;
 use isthmus_xds::resources::{CLUSTER, ENDPOINT};
 use isthmus_xds::server::PushOptions;
@@ -167,6 +168,13 @@ impl Sotw {
                 m.map(|m| m.map(|m| (m.type_url, m.version_info)))
             );
         }
+    }
+    /// Accepts a response to a request for `names` of its type (as a proxy in `ns`),
+    /// and shows that nothing follows.
+    async fn ack(&mut self, ns: &str, names: &[&str], r: &DiscoveryResponse) {
+        self.send(req(ns, &r.type_url, names, &r.version_info, &r.nonce))
+            .await;
+        self.nothing().await;
     }
 }
 
@@ -598,14 +606,17 @@ async fn a_steady_stream_of_changes_is_pushed_at_the_max_delay() {
     .await;
     let mut s = synced_sotw(&f, "bookinfo", &[REVIEWS, REVIEWS_V1]).await;
     // A change every 50 ms for 1 s: never quiet for 200 ms, so only the max delay pushes.
+    // Each change moves r2 to a new address, so every push differs from the one before
+    // (a state the proxy already has would rightly send nothing).
     let started = std::time::Instant::now();
     let mut pushed_while_changing = false;
     let mut i = 0;
     while started.elapsed() < Duration::from_secs(1) {
         i += 1;
+        let ip = format!("198.18.1.{}", i % 250 + 1);
         f.set_pods(&pods(&[
             ("r1", "v1", "198.18.0.1", true),
-            ("r2", "v2", "198.18.0.2", i % 2 == 0),
+            ("r2", "v2", &ip, i % 2 == 0),
         ]));
         if let Ok(Ok(Some(m))) =
             tokio::time::timeout(Duration::from_millis(50), s.rx.message()).await
@@ -702,4 +713,62 @@ async fn an_endpoint_change_goes_only_to_the_proxies_watching_it() {
     assert!(subscribed.contains(&&serde_json::json!([REVIEWS_V1])));
     assert!(subscribed.contains(&&serde_json::json!([REVIEWS])));
     assert!(subscribed.contains(&&serde_json::json!([REVIEWS_V1, REVIEWS])));
+}
+
+/// What `/debug/endpointz?address=IP` answers.
+fn endpointz(f: &Fixture, ip: &str) -> serde_json::Value {
+    let holders = endpoint_holders(&f.registry.snapshot(), &f.server, ip.parse().unwrap());
+    serde_json::to_value(holders).unwrap()
+}
+
+#[tokio::test]
+async fn endpointz_lists_the_proxies_holding_an_address_until_they_accept_its_removal() {
+    let mut f = Fixture::new().await;
+    let id = |ns: &str| node(ns).id;
+    // `a` accepts every response; `b` is sent the endpoints and has not answered yet.
+    let mut a = synced_sotw(&f, "bookinfo", &[REVIEWS]).await;
+    let mut b = Sotw::open(&f).await;
+    b.send(req("team", ENDPOINT, &[REVIEWS], "", "")).await;
+    let eds = b.recv().await;
+    assert_eq!(
+        endpointz(&f, "198.18.0.2"),
+        serde_json::json!({
+            "address": "198.18.0.2",
+            "registry": true,
+            "proxies": [{"id": id("bookinfo"), "acked": true}, {"id": id("team"), "acked": false}],
+        })
+    );
+    b.ack("team", &[REVIEWS], &eds).await;
+    assert_eq!(
+        endpointz(&f, "198.18.0.2")["proxies"],
+        serde_json::json!([{"id": id("bookinfo"), "acked": true}, {"id": id("team"), "acked": true}])
+    );
+
+    // r2 leaves the registry: both are sent the change; until one accepts it, the
+    // config it accepted still has the address.
+    f.set_pods(&pods(&[("r1", "v1", "198.18.0.1", true)]));
+    let (pa, pb) = (a.recv().await, b.recv().await);
+    assert_eq!(endpoint_count(&pa), 1);
+    let holders = endpointz(&f, "198.18.0.2");
+    assert_eq!(holders["registry"], false);
+    assert_eq!(holders["proxies"].as_array().unwrap().len(), 2, "{holders}");
+    a.ack("bookinfo", &[REVIEWS], &pa).await;
+    assert_eq!(
+        endpointz(&f, "198.18.0.2"),
+        serde_json::json!({
+            "address": "198.18.0.2",
+            "registry": false,
+            "proxies": [{"id": id("team"), "acked": true}],
+        }),
+        "only the proxy that has not accepted the removal"
+    );
+    b.ack("team", &[REVIEWS], &pb).await;
+    assert_eq!(
+        endpointz(&f, "198.18.0.2")["proxies"],
+        serde_json::json!([])
+    );
+    // The pod that stays is held by both.
+    let r1 = endpointz(&f, "198.18.0.1");
+    assert_eq!(r1["registry"], true);
+    assert_eq!(r1["proxies"].as_array().unwrap().len(), 2, "{r1}");
 }

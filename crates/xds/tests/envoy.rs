@@ -245,6 +245,43 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
         seen,
     )
     .await;
+    // The proxy holds the new endpoint, accepted; once the pod is gone from the
+    // registry and Envoy accepts the change, nothing holds it.
+    let endpointz = async || {
+        let body = http_get(debug_addr, "/debug/endpointz?address=198.18.0.2").await?;
+        serde_json::from_str::<serde_json::Value>(&body).ok()
+    };
+    wait_for(
+        "Envoy to accept the endpoint, in /debug/endpointz",
+        async || {
+            endpointz().await.is_some_and(|v| {
+                v["registry"] == true
+                    && v["proxies"] == serde_json::json!([{"id": node_id, "acked": true}])
+            })
+        },
+        seen,
+    )
+    .await;
+    std::fs::write(
+        dir.path().join("c1/app.yaml"),
+        format!("{SVC}{}", pod("reviews-1", "198.18.0.1")),
+    )
+    .unwrap();
+    wait_for(
+        "no holder of the removed endpoint in /debug/endpointz",
+        async || {
+            endpointz()
+                .await
+                .is_some_and(|v| v["registry"] == false && v["proxies"] == serde_json::json!([]))
+        },
+        seen,
+    )
+    .await;
+    let bad = http_get(debug_addr, "/debug/endpointz?address=pod-1")
+        .await
+        .unwrap_or_default();
+    assert!(bad.contains("not an IP address"), "{bad}");
+
     let ready = http_get(debug_addr, "/ready").await.unwrap_or_default();
     assert!(ready.starts_with("ready"), "{ready}");
     let dump = http_get(debug_addr, &format!("/debug/config_dump?proxyID={node_id}"))

@@ -24,7 +24,7 @@
 //! `http_route` and `policy` (Envoy resources and their parts). Istio's rules for gateway
 //! names, source matches and hosts are `isthmus_model::istio::refs`.
 
-use crate::server::Generator;
+use crate::generator::Generator;
 
 pub mod clusters;
 mod context;

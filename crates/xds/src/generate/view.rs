@@ -16,6 +16,7 @@ use super::index::{self, ConfigIndex, DrEntry, InboundPort};
 use super::{Generator, OutboundPolicy, clusters};
 use crate::proxy::{Proxy, ProxyKind};
 use crate::resources::{self, ProxyResources, Resource};
+use isthmus_model::sync::lock;
 
 /// What one service generates for a given set of visible clusters: its clusters and
 /// load assignments. Shared by every proxy with the same view of the service.
@@ -104,10 +105,6 @@ pub struct ViewStats {
     pub generated: std::sync::atomic::AtomicU64,
     /// Derived from the view's previous config (only endpoints changed).
     pub patched: std::sync::atomic::AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl IstioGenerator {
