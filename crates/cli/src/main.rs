@@ -546,14 +546,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let shape = isthmus_xds::bench::Shape {
+            let shape = isthmus_bench::xds::Shape {
                 proxies,
                 services,
                 endpoints,
                 new_proxies,
                 pushes,
             };
-            let opts = isthmus_xds::bench::Options {
+            let opts = isthmus_bench::xds::Options {
                 binary: match control_plane {
                     Some(p) => p,
                     None => std::env::current_exe().context("cannot find the isthmus binary")?,
@@ -565,7 +565,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             print!(
                 "{}",
-                runtime.block_on(isthmus_xds::bench::run(&shape, &opts))
+                runtime.block_on(isthmus_bench::xds::run(&shape, &opts))
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -577,7 +577,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 istio.join("samples/bookinfo/platform/kube/bookinfo.yaml"),
                 istio.join("samples/bookinfo/networking/bookinfo-gateway.yaml"),
             ];
-            isthmus_lab::bench::run(&dir, &manifests, &mut std::io::stdout())?;
+            isthmus_bench::lab::run(&dir, &manifests, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -589,8 +589,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     changes,
                 },
         } => {
-            let figures = isthmus_registry::bench::run(
-                &isthmus_registry::bench::Shape {
+            let figures = isthmus_bench::registry::run(
+                &isthmus_bench::registry::Shape {
                     clusters,
                     services,
                     endpoints,

@@ -10,7 +10,6 @@
 //!   all, also after a crash or `kill -9`.
 #![forbid(unsafe_code)]
 
-pub mod bench;
 pub mod cli;
 pub mod controller;
 pub mod runtime;

@@ -2,7 +2,6 @@
 //! aggregated view by hostname that config generation reads.
 #![forbid(unsafe_code)]
 
-pub mod bench;
 pub mod cluster;
 pub mod controller;
 pub mod load;

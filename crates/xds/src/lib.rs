@@ -2,7 +2,6 @@
 //! Service (State-of-the-World and Delta) that serves it.
 #![forbid(unsafe_code)]
 
-pub mod bench;
 pub mod discovery;
 pub mod dump;
 pub mod generate;

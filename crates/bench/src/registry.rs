@@ -17,8 +17,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::cluster::ObjectChange;
-use crate::registry::Registry;
+use isthmus_registry::{ObjectChange, Registry};
+
+use crate::memory::memory;
 
 /// The size of the synthetic mesh.
 #[derive(Clone, Debug)]
@@ -219,26 +220,6 @@ fn to_changes(objects: Vec<Object>) -> Vec<ObjectChange> {
         .into_iter()
         .map(|o| ObjectChange::Upsert(Arc::new(o)))
         .collect()
-}
-
-/// Resident and peak resident memory of this process, in bytes (Linux).
-pub fn memory() -> (u64, u64) {
-    process_memory("self")
-}
-
-/// Resident and peak resident memory (VmRSS, VmHWM) of a process (`self` or a pid),
-/// in bytes (Linux).
-pub fn process_memory(pid: &str) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn mb(b: u64) -> String {

@@ -7,10 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::LabError;
-use crate::controller::Lab;
-use crate::runtime::Runtime;
-use crate::topology::Topology;
+use isthmus_lab::runtime::Runtime;
+use isthmus_lab::{Lab, LabError, Topology};
 
 /// Resident memory of a process, from /proc/PID/status (kB → bytes).
 fn rss(pid: u32) -> u64 {

@@ -37,8 +37,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::resources::{CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES};
-use crate::server::wire::{put_field_header, put_str};
+use isthmus_xds::resources::{CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES};
+use prost::encoding::{WireType, encode_key, encode_varint};
+
+use crate::memory::{memory, process_memory};
+
+/// A length-delimited field's key and length.
+fn put_field_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+/// A string field, omitted when empty (proto3).
+fn put_str(tag: u32, s: &str, buf: &mut Vec<u8>) {
+    if !s.is_empty() {
+        put_field_header(tag, s.len(), buf);
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
 
 /// The size of the simulation.
 #[derive(Clone, Debug)]
@@ -1017,7 +1033,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
         opts.discovery_args.join(" "),
         dir.display()
     );
-    let (rss_idle, _) = isthmus_registry::bench::process_memory(&pid);
+    let (rss_idle, _) = process_memory(&pid);
     let cpu_start = cpu_seconds(&pid);
     let me_start = cpu_seconds("self");
     let target: Arc<str> = target_cluster(shape).into();
@@ -1055,7 +1071,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
     }
     let connect_wall = t0.elapsed();
     let cpu_connect = cpu_seconds(&pid) - cpu_start;
-    let (rss_connected, hwm_connect) = isthmus_registry::bench::process_memory(&pid);
+    let (rss_connected, hwm_connect) = process_memory(&pid);
     let threads_connected = threads(&pid);
     let _ = writeln!(
         out,
@@ -1240,7 +1256,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
         ms(pct(&cpu_pushes, 0.5)),
         ms(pct(&cpu_pushes_clients, 0.5)),
     );
-    let (rss_end, hwm) = isthmus_registry::bench::process_memory(&pid);
+    let (rss_end, hwm) = process_memory(&pid);
     let cpu_total = cpu_seconds(&pid) - cpu_start;
     let _ = writeln!(
         out,
@@ -1257,7 +1273,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
         out,
         "  control plane CPU            {cpu_total:.2} s in all (after start-up)"
     );
-    let (me_rss, me_hwm) = isthmus_registry::bench::memory();
+    let (me_rss, me_hwm) = memory();
     let _ = writeln!(
         out,
         "  simulated proxies (this process): CPU {:.2} s, resident {}, peak {}",
