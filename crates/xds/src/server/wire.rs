@@ -480,26 +480,30 @@ pub(super) fn encode_delta(
 /// as the server does, and decodes each message both as a State-of-the-World request
 /// (one stream's earlier runs of names remembered) and as a Delta request. Panics
 /// where the State-of-the-World decoder disagrees with itself (its count of names,
-/// its `*`) or with prost on a message prost reads.
+/// its `*`) or with prost on a message prost reads. Returns how many messages prost
+/// read, as either request.
 #[doc(hidden)]
-pub fn fuzz_requests(data: &[u8]) {
+pub fn fuzz_requests(data: &[u8]) -> usize {
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
     let mut seen = SeenRuns::default();
     let mut rest = data;
+    let mut read = 0;
     while let [0, l0, l1, l2, l3, body @ ..] = rest {
         let len = u32::from_be_bytes([*l0, *l1, *l2, *l3]) as usize;
         if len > MAX_REQUEST || len > body.len() {
-            return;
+            break;
         }
         let (msg, next) = body.split_at(len);
         rest = next;
         let ours = SotwRequest::from_wire(Bytes::copy_from_slice(msg), &mut seen);
-        let _ = DeltaDiscoveryRequest::from_wire(Bytes::copy_from_slice(msg), &mut ());
+        let delta = DeltaDiscoveryRequest::from_wire(Bytes::copy_from_slice(msg), &mut ());
         if let Ok(r) = &ours {
             assert_eq!(r.names().count(), r.names_count, "names counted");
             assert_eq!(r.names().any(|n| n == b"*"), r.star, "a `*` seen");
         }
-        if let Ok(p) = DiscoveryRequest::decode(msg) {
+        let sotw = DiscoveryRequest::decode(msg);
+        read += usize::from(sotw.is_ok() || delta.is_ok());
+        if let Ok(p) = sotw {
             let r = ours.unwrap_or_else(|e| panic!("prost reads what we do not: {e}"));
             assert_eq!(r.version_info, p.version_info);
             assert_eq!(r.node, p.node);
@@ -511,6 +515,7 @@ pub fn fuzz_requests(data: &[u8]) {
             assert_eq!(names, expected);
         }
     }
+    read
 }
 
 #[cfg(test)]
