@@ -371,14 +371,22 @@ fn bookinfo_through_sidecars_and_the_ingress_gateway() {
 }
 
 impl TestLab {
-    /// The pids of the Envoys running in this lab's network namespaces, in order.
-    fn envoy_pids(&self) -> Vec<u32> {
-        let prefix = format!("il-{}-", self.name);
-        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        let mut pids: Vec<u32> = String::from_utf8_lossy(&list.stdout)
+    /// This lab's network namespaces: il-NAME and il-NAME-N.
+    fn namespaces(&self) -> Vec<String> {
+        let prefix = format!("il-{}", self.name);
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&prefix))
+            .filter(|n| *n == prefix || n.starts_with(&format!("{prefix}-")))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The pids of the processes in this lab's network namespaces.
+    fn pids(&self) -> Vec<u32> {
+        self.namespaces()
+            .iter()
             .flat_map(|n| {
                 let out = Command::new("ip")
                     .args(["netns", "pids", n])
@@ -386,9 +394,17 @@ impl TestLab {
                     .unwrap();
                 String::from_utf8_lossy(&out.stdout)
                     .lines()
-                    .filter_map(|p| p.trim().parse::<u32>().ok())
-                    .collect::<Vec<_>>()
+                    .filter_map(|p| p.trim().parse().ok())
+                    .collect::<Vec<u32>>()
             })
+            .collect()
+    }
+
+    /// The pids of the Envoys running in this lab's network namespaces, in order.
+    fn envoy_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .pids()
+            .into_iter()
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains("envoy-rev.json"))
@@ -499,34 +515,14 @@ fn down_removes_everything_also_after_kill_9() {
     };
     lab.ok(&["up", "-f", &sample("curl/curl.yaml")]);
     let prefix = format!("il-{}", lab.name);
-    let netns = || -> Vec<String> {
-        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| *n == prefix || n.starts_with(&format!("{prefix}-")))
-            .map(String::from)
-            .collect()
-    };
-    let pids = || -> Vec<String> {
-        netns()
-            .iter()
-            .flat_map(|n| {
-                let out = Command::new("ip")
-                    .args(["netns", "pids", n])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(String::from)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let netns = || lab.namespaces();
+    let pids = || lab.pids();
     assert!(!netns().is_empty() && !pids().is_empty());
     // Every process of the lab killed at once, and its state file lost.
     for p in pids() {
-        let _ = Command::new("kill").args(["-KILL", &p]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status();
     }
     let _ = std::fs::remove_file(lab.dir.path().join("lab.json"));
     lab.ok(&["down"]);
