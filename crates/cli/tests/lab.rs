@@ -18,6 +18,16 @@ fn net(file: &str) -> String {
     sample(&format!("bookinfo/networking/{file}"))
 }
 
+/// Held by the tests that count requests in flight, so that one's load does not
+/// starve the other's on a small machine (the other tests run meanwhile).
+static TRAFFIC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn traffic_turn() -> std::sync::MutexGuard<'static, ()> {
+    TRAFFIC
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A lab for one test, brought down when dropped.
 struct TestLab {
     dir: tempfile::TempDir,
@@ -49,24 +59,46 @@ impl TestLab {
         })
     }
 
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_isthmus"))
-            .arg("lab")
+    /// `isthmus lab ARGS` for this lab, with ISTHMUS_ENVOY set.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_isthmus"));
+        cmd.arg("lab")
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--name")
             .arg(&self.name)
             .args(args)
             .env("ISTHMUS_ENVOY", &self.envoy)
-            .env("ISTHMUS_ISTIO_DIR", ISTIO)
+            .env("ISTHMUS_ISTIO_DIR", ISTIO);
+        cmd
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a lab verb that must succeed, from a shell that knows no Envoy: no
+    /// ISTHMUS_ENVOY, and a current directory without the checkout's .venv above it.
+    #[track_caller]
+    fn ok_without_envoy(&self, args: &[&str]) -> String {
+        let out = self
+            .command(args)
+            .env_remove("ISTHMUS_ENVOY")
+            .current_dir("/")
             .output()
-            .unwrap()
+            .unwrap();
+        self.check(args, out)
     }
 
     /// Runs a lab verb that must succeed.
     #[track_caller]
     fn ok(&self, args: &[&str]) -> String {
         let out = self.cmd(args);
+        self.check(args, out)
+    }
+
+    #[track_caller]
+    fn check(&self, args: &[&str], out: Output) -> String {
         if !out.status.success() {
             self.fail(&format!(
                 "`isthmus lab {}` failed:\n{}{}",
@@ -165,6 +197,7 @@ fn all(versions: &[String], v: &str) -> Result<(), String> {
 
 #[test]
 fn bookinfo_through_sidecars_and_the_ingress_gateway() {
+    let _turn = traffic_turn();
     let Some(lab) = TestLab::new("bookinfo") else {
         return;
     };
@@ -296,11 +329,11 @@ fn bookinfo_through_sidecars_and_the_ingress_gateway() {
     lab.until("reviews all v1 again", Duration::from_secs(5), || {
         all(&lab.reviews_versions(10, None), "v1")
     });
-    // Every Envoy's pid, in numeric order. The pattern doesn't match its own text, so
-    // the shell running pgrep (whose command line holds it) is not counted.
-    let envoys = "pgrep -f 'envoy-rev[.]json' | sort -n | tr '\\n' ' '";
-    let pid_before = lab.sh(envoys);
-    assert!(!pid_before.trim().is_empty(), "no Envoy found");
+    // The pids of this lab's Envoys, in order (other tests' labs start theirs
+    // meanwhile).
+    let envoys = || lab.envoy_pids();
+    let pid_before = envoys();
+    assert!(!pid_before.is_empty(), "no Envoy found");
     let loader = lab.cmd_spawn_loop();
     // Read its output as it comes, so it never blocks on a full pipe.
     let loader = std::thread::spawn(move || loader.wait_with_output().unwrap());
@@ -334,10 +367,53 @@ fn bookinfo_through_sidecars_and_the_ingress_gateway() {
         versions.iter().all(|v| v == "v1" || v == "v3"),
         "no request failed: {versions:?}"
     );
-    assert_eq!(pid_before, lab.sh(envoys), "Envoy was not restarted");
+    assert_eq!(pid_before, envoys(), "Envoy was not restarted");
 }
 
 impl TestLab {
+    /// This lab's network namespaces: il-NAME and il-NAME-N.
+    fn namespaces(&self) -> Vec<String> {
+        let prefix = format!("il-{}", self.name);
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| *n == prefix || n.starts_with(&format!("{prefix}-")))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The pids of the processes in this lab's network namespaces.
+    fn pids(&self) -> Vec<u32> {
+        self.namespaces()
+            .iter()
+            .flat_map(|n| {
+                let out = Command::new("ip")
+                    .args(["netns", "pids", n])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|p| p.trim().parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
+    /// The pids of the Envoys running in this lab's network namespaces, in order.
+    fn envoy_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("envoy-rev.json"))
+            })
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
     /// 3 s of requests to reviews from the curl pod, in the background.
     fn cmd_spawn_loop(&self) -> std::process::Child {
         Command::new(env!("CARGO_BIN_EXE_isthmus"))
@@ -439,34 +515,14 @@ fn down_removes_everything_also_after_kill_9() {
     };
     lab.ok(&["up", "-f", &sample("curl/curl.yaml")]);
     let prefix = format!("il-{}", lab.name);
-    let netns = || -> Vec<String> {
-        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| *n == prefix || n.starts_with(&format!("{prefix}-")))
-            .map(String::from)
-            .collect()
-    };
-    let pids = || -> Vec<String> {
-        netns()
-            .iter()
-            .flat_map(|n| {
-                let out = Command::new("ip")
-                    .args(["netns", "pids", n])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(String::from)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let netns = || lab.namespaces();
+    let pids = || lab.pids();
     assert!(!netns().is_empty() && !pids().is_empty());
     // Every process of the lab killed at once, and its state file lost.
     for p in pids() {
-        let _ = Command::new("kill").args(["-KILL", &p]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status();
     }
     let _ = std::fs::remove_file(lab.dir.path().join("lab.json"));
     lab.ok(&["down"]);
@@ -489,4 +545,243 @@ fn down_removes_everything_also_after_kill_9() {
         "processes left: {}",
         String::from_utf8_lossy(&ps.stdout)
     );
+}
+
+/// The `lab status` row of pod `pod` (`ns/name`), as its cells.
+fn status_row(status: &str, pod: &str) -> Option<Vec<String>> {
+    status
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .find(|cells| cells.get(1).is_some_and(|c| c == pod))
+}
+
+#[test]
+fn a_killed_control_plane_comes_back_and_a_crashing_container_fails_fast() {
+    let Some(lab) = TestLab::new("restarts") else {
+        return;
+    };
+    lab.ok(&["up"]);
+    let status = lab.ok(&["status"]);
+    assert!(
+        status.lines().next().unwrap().contains("RESTARTS"),
+        "{status}"
+    );
+    let row = status_row(&status, "istio-system/istiod").expect("the control plane's row");
+    // CLUSTER POD IP ROLE READY RESTARTS PROCESSES
+    assert_eq!((row[4].as_str(), row[5].as_str()), ("yes", "0"), "{status}");
+
+    // The control plane's own process (not its supervisor), killed with SIGKILL while
+    // its supervisor is held (SIGSTOP), so that it stays down while we look.
+    let dir = lab.dir.path().canonicalize().unwrap();
+    let pgrep = |pattern: String| -> String {
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let pid = || {
+        pgrep(format!(
+            "^[^ ]*isthmus discovery --mesh {}/mesh.yaml",
+            dir.display()
+        ))
+    };
+    let supervisor = pgrep(format!(
+        "^[^ ]*isthmus lab supervise --state {}/logs/cluster1/istio-system/istiod/",
+        dir.display()
+    ));
+    let before = pid();
+    assert!(
+        !before.is_empty() && !before.contains('\n'),
+        "one control plane process: {before:?}"
+    );
+    assert!(
+        !supervisor.is_empty() && !supervisor.contains('\n'),
+        "one supervisor of the control plane: {supervisor:?}"
+    );
+    let signal = |sig: &str, pid: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP", &supervisor);
+    signal("-KILL", &before);
+    lab.until("the control plane to die", Duration::from_secs(5), || {
+        let stat = std::fs::read_to_string(format!("/proc/{before}/stat")).unwrap_or_default();
+        match stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]) {
+            None | Some("Z" | "X") => Ok(()),
+            Some(state) => Err(format!("state {state}")),
+        }
+    });
+    let status = lab.ok(&["status"]);
+    signal("-CONT", &supervisor);
+    let row = status_row(&status, "istio-system/istiod").unwrap();
+    assert_ne!(row[4], "yes", "a dead control plane shown ready:\n{status}");
+    assert!(status.contains("not running"), "{status}");
+
+    lab.until(
+        "the control plane restarted",
+        Duration::from_secs(10),
+        || {
+            let status = lab.ok(&["status"]);
+            let row = status_row(&status, "istio-system/istiod").unwrap();
+            if row[4] == "yes" && row[5] == "1" {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    );
+    let after = pid();
+    assert!(!after.is_empty() && after != before, "{before} -> {after}");
+    let log = lab.ok(&["logs", "cluster1", "istio-system/istiod"]);
+    assert!(log.contains("signal: 9 (SIGKILL)"), "{log}");
+
+    // A pod whose container exits before it is ready (two containers on one port):
+    // the apply fails at once, with the end of the container's log.
+    let manifest = lab.dir.path().join("clash.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: clash}
+spec:
+  selector: {matchLabels: {app: clash}}
+  template:
+    metadata: {labels: {app: clash}}
+    spec:
+      containers:
+      - {name: one, image: example.com/echo, ports: [{containerPort: 8080}]}
+      - {name: two, image: example.com/echo, ports: [{containerPort: 8080}]}
+",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = lab.cmd(&["apply", "cluster1", "-f", manifest.to_str().unwrap()]);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        took < Duration::from_secs(20),
+        "failed only after {took:?}: {err}"
+    );
+    assert!(
+        err.contains("exited (exit status: 1) before the pod was ready")
+            && err.contains("cannot listen on 0.0.0.0:8080")
+            && err.contains(".log"),
+        "{err}"
+    );
+}
+
+/// What `lab load --json` reports.
+fn load_report(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "no load report ({e}): {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn no_request_is_lost_when_pods_go_away() {
+    let _turn = traffic_turn();
+    let Some(lab) = TestLab::new("zeroloss") else {
+        return;
+    };
+    lab.ok(&[
+        "up",
+        "-f",
+        &sample("bookinfo/platform/kube/bookinfo.yaml"),
+        "-f",
+        &sample("curl/curl.yaml"),
+    ]);
+    lab.ok(&["scale", "cluster1", "default/reviews-v2", "--replicas", "3"]);
+    let replicas = |status: &str| {
+        status
+            .lines()
+            .filter(|l| l.contains("default/reviews-v2-") && !l.contains("terminating"))
+            .count()
+    };
+    assert_eq!(replicas(&lab.ok(&["status"])), 3);
+
+    // 10 clients at 200 requests/s in all from the curl pod (through its sidecar) to
+    // reviews, while something takes pods away; bounded to 8 s each.
+    let with_load = |what: &str, change: &dyn Fn()| {
+        let load = lab
+            .command(&[
+                "load",
+                "cluster1",
+                "default/curl",
+                "http://reviews:9080/reviews/0",
+                "--concurrency",
+                "10",
+                "--rate",
+                "200",
+                "--duration",
+                "8s",
+                "--json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let load = std::thread::spawn(move || load.wait_with_output().unwrap());
+        std::thread::sleep(Duration::from_millis(1500));
+        let started = Instant::now();
+        change();
+        let took = started.elapsed();
+        let report = load_report(&load.join().unwrap());
+        let requests = report["requests"].as_u64().unwrap();
+        assert!(requests >= 800, "{what}: too little load to tell: {report}");
+        assert_eq!(
+            report["ok"].as_u64(),
+            Some(requests),
+            "{what} ({took:?}) lost requests: {report}"
+        );
+        took
+    };
+
+    // A scale-down from 3 to 1.
+    let took = with_load("scaling reviews-v2 from 3 to 1", &|| {
+        lab.ok(&["scale", "cluster1", "default/reviews-v2", "--replicas", "1"]);
+    });
+    assert_eq!(replicas(&lab.ok(&["status"])), 1, "scaled down in {took:?}");
+
+    // A rolling update (a changed template), started from a shell that knows no Envoy:
+    // the new pod's proxy runs the Envoy the lab came up with.
+    let text = std::fs::read_to_string(sample("bookinfo/platform/kube/bookinfo.yaml")).unwrap();
+    let v2 = text
+        .split("\n---\n")
+        .find(|d| d.contains("kind: Deployment") && d.contains("name: reviews-v2"))
+        .expect("reviews-v2's Deployment")
+        .replace(
+            "        version: v2\n",
+            "        version: v2\n      annotations:\n        restarted: \"1\"\n",
+        );
+    assert!(v2.contains("restarted"), "{v2}");
+    let manifest = lab.dir.path().join("reviews-v2.yaml");
+    std::fs::write(&manifest, v2).unwrap();
+    let before = lab.ok(&["status"]);
+    with_load("a rolling update of reviews-v2", &|| {
+        lab.ok_without_envoy(&["apply", "cluster1", "-f", manifest.to_str().unwrap()]);
+    });
+    let after = lab.ok(&["status"]);
+    let pods = |status: &str| -> Vec<String> {
+        status
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| p.starts_with("default/reviews-v2-"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(pods(&after).len(), 1, "{after}");
+    assert_ne!(pods(&before), pods(&after), "the pod was replaced: {after}");
+    let row = status_row(&after, &pods(&after)[0]).unwrap();
+    assert_eq!(row[4], "yes", "{after}");
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 
 use crate::LabError;
-use crate::controller::{DEBUG_PORT, Lab, PodRole};
+use crate::controller::{DEBUG_PORT, Lab, PodRole, READY_TIMEOUT};
+use crate::load::LoadSpec;
 use crate::runtime::Runtime;
 use crate::topology::Topology;
 
@@ -59,7 +60,8 @@ pub enum LabCommand {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
-    /// Clusters, pods with addresses and readiness, control planes and gateways.
+    /// Clusters, pods with addresses, readiness (checked: a pod with a process that is
+    /// not running is not ready), restarts, control planes and gateways.
     Status,
     /// A pod's logs: its app container (default), `istio-proxy` (agent and Envoy), or a
     /// container by name.
@@ -69,9 +71,48 @@ pub enum LabCommand {
         #[arg(short = 'c', long = "container")]
         container: Option<String>,
     },
+    /// Send bounded HTTP load from a pod (through its sidecar, if it has one), like
+    /// `hey`: CONCURRENCY clients, RATE requests per second in all, for DURATION; one
+    /// request per connection. Exits 1 if any request got no 2xx answer.
+    Load {
+        cluster: String,
+        /// NAMESPACE/POD or NAMESPACE/DEPLOYMENT to send from.
+        pod: String,
+        /// http://HOST[:PORT][/PATH], HOST as the pod resolves it (e.g. reviews:9080).
+        url: String,
+        #[arg(short = 'c', long, default_value_t = 10)]
+        concurrency: usize,
+        /// Requests per second, over all clients.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        /// How long one request may take.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove everything the lab made (namespaces, links, rules, processes, files),
     /// from its recorded state and by name, so also after a crash or kill -9.
     Down,
+    /// Run a container's command and start it again whenever it exits, with backoff
+    /// (what the lab runs each container under; not for people).
+    #[command(hide = true)]
+    Supervise {
+        /// Where to record the container's process, restarts and last exit.
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+/// A duration like `5s`, `500ms` or `1m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    isthmus_model::istio::validate::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 5s or 500ms"))
 }
 
 /// The lab directory: `--dir`, else ISTHMUS_LAB_DIR, else /run/isthmus-lab.
@@ -106,7 +147,7 @@ pub fn run(cmd: LabCommand, dir: &Path, name: &str, out: &mut dyn Write) -> Resu
                 );
                 let r = lab.apply_paths(&first, None, &files, true)?;
                 print_report(out, &r);
-                lab.wait_ready(Duration::from_secs(60))?;
+                lab.wait_ready(READY_TIMEOUT)?;
             }
             w(
                 out,
@@ -124,7 +165,7 @@ pub fn run(cmd: LabCommand, dir: &Path, name: &str, out: &mut dyn Write) -> Resu
             let mut lab = Lab::open(dir, name)?;
             let r = lab.apply_paths(&cluster, namespace.as_deref(), &files, true)?;
             print_report(out, &r);
-            lab.wait_ready(Duration::from_secs(60))?;
+            lab.wait_ready(READY_TIMEOUT)?;
             Ok(if r.problems.is_empty() { 0 } else { 1 })
         }
         LabCommand::Delete {
@@ -145,7 +186,7 @@ pub fn run(cmd: LabCommand, dir: &Path, name: &str, out: &mut dyn Write) -> Resu
             let mut lab = Lab::open(dir, name)?;
             let r = lab.scale(&cluster, &deployment, replicas)?;
             print_report(out, &r);
-            lab.wait_ready(Duration::from_secs(60))?;
+            lab.wait_ready(READY_TIMEOUT)?;
             Ok(0)
         }
         LabCommand::Exec {
@@ -185,30 +226,54 @@ pub fn run(cmd: LabCommand, dir: &Path, name: &str, out: &mut dyn Write) -> Resu
                 container
             };
             let path = lab.rt.log_path(&key, &container);
-            let text = std::fs::read(&path).map_err(|e| {
-                LabError::Usage(format!(
-                    "{}: {e} (containers: {})",
-                    path.display(),
-                    containers(&p)
-                ))
+            let text = std::fs::read(&path).map_err(|source| LabError::NoLog {
+                pod: key.to_string(),
+                path: path.clone(),
+                containers: p.process_names(),
+                source,
             })?;
             let _ = out.write_all(&text);
             Ok(0)
+        }
+        LabCommand::Load {
+            cluster,
+            pod,
+            url,
+            concurrency,
+            rate,
+            duration,
+            timeout,
+            json,
+        } => {
+            let lab = Lab::open_read(dir, name)?;
+            let report = lab.load(
+                &cluster,
+                &pod,
+                &LoadSpec {
+                    url,
+                    concurrency,
+                    rate,
+                    duration,
+                    timeout,
+                },
+            )?;
+            if json {
+                w(
+                    out,
+                    serde_json::to_string(&report).expect("the report serializes"),
+                );
+            } else {
+                let _ = out.write_all(report.render().as_bytes());
+            }
+            Ok(if report.failed() == 0 { 0 } else { 1 })
         }
         LabCommand::Down => {
             let report = Runtime::down(dir, name, true)?;
             w(out, format!("{report}"));
             Ok(0)
         }
+        LabCommand::Supervise { state, command } => crate::supervise::run(&state, &command),
     }
-}
-
-fn containers(p: &crate::PodState) -> String {
-    let mut names: Vec<String> = p.containers.iter().map(|c| c.0.clone()).collect();
-    if matches!(p.role, PodRole::Sidecar | PodRole::Gateway) {
-        names.push("istio-proxy".into());
-    }
-    names.join(", ")
 }
 
 fn print_report(out: &mut dyn Write, r: &crate::controller::ApplyReport) {
@@ -237,14 +302,22 @@ fn print_report(out: &mut dyn Write, r: &crate::controller::ApplyReport) {
 
 fn print_status(lab: &Lab, out: &mut dyn Write) {
     let rows = lab.status_rows();
-    let header = ["CLUSTER", "POD", "IP", "ROLE", "READY", "PROCESSES"];
+    let header = [
+        "CLUSTER",
+        "POD",
+        "IP",
+        "ROLE",
+        "READY",
+        "RESTARTS",
+        "PROCESSES",
+    ];
     let mut widths = header.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             widths[i] = widths[i].max(c.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: [&str; 7]| {
         cells
             .iter()
             .enumerate()
@@ -256,7 +329,7 @@ fn print_status(lab: &Lab, out: &mut dyn Write) {
     };
     let _ = writeln!(out, "{}", line(header));
     for r in &rows {
-        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+        let _ = writeln!(out, "{}", line(r.each_ref().map(String::as_str)));
     }
 }
 

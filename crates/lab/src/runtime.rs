@@ -12,28 +12,28 @@
 //! Lab commands are separate processes: a [`Runtime`] records everything it creates
 //! in `state.json` in the lab's directory (holding a lock on it meanwhile), and the
 //! processes it starts outlive it (each in its own process group, output appended to
-//! a log file). [`Runtime::down`] removes everything, from the state and by name, so
-//! also after a crash or `kill -9`.
+//! a log file, kept running by a supervisor when its [`Restart`] says so).
+//! [`Runtime::down`] removes everything, from the state and by name, so also after a
+//! crash or `kill -9`.
 //!
 //! Host tools used: `ip` (iproute2), `sysctl` (procps), `iptables-restore` (iptables,
 //! for pods with [`Capture`]) and `setpriv` (util-linux, for processes started with
-//! a uid). Everything needs root.
+//! a uid); a missing one is named with the package that installs it. Everything
+//! needs root.
 
 mod capture;
 mod cmd;
+mod containers;
+mod down;
 mod error;
 mod procs;
 mod state;
 
-use std::collections::BTreeSet;
-use std::ffi::OsString;
-use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -41,11 +41,15 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 pub use capture::{Capture, INBOUND_PORT, OUTBOUND_PORT, TUNNEL_PORT};
+pub use containers::{ContainerStatus, PodNetns, Process, Restart, setpriv_args};
+pub use down::DownReport;
 pub use error::RuntimeError;
-pub use state::{ClusterRecord, PodKey, PodRecord, ProcessRecord};
+pub use state::{ClusterRecord, ContainerState, PodKey, PodRecord, ProcessRecord};
 
-use cmd::{IP, IPTABLES_RESTORE, SETPRIV, ip, ip_succeeds, is_gone, tool};
-use procs::{Targets, boot_id, netns_id};
+pub(crate) use containers::unix_now;
+
+use cmd::{IP, IPTABLES_RESTORE, ip, ip_succeeds, is_gone, tool};
+use procs::{Targets, Term, netns_id};
 use state::State;
 
 /// Every lab address (pods, gateways, services, routes) comes from here: 198.18.0.0/15,
@@ -59,9 +63,6 @@ const ETC_NETNS: &str = "/etc/netns";
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
-
-/// How long [`Runtime::down`] gives processes between SIGTERM and SIGKILL.
-const DOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A pod's `/etc/resolv.conf`: no nameserver, so nothing is looked up off the host
 /// (glibc then tries 127.0.0.1, inside the pod).
@@ -254,58 +255,6 @@ fn nsswitch_files_only(host: &str) -> String {
     }
     out.push('\n');
     out
-}
-
-/// What [`Runtime::down`] removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DownReport {
-    /// Network namespaces deleted (pods' first, the lab's last).
-    pub namespaces: Vec<String>,
-    /// `/etc/netns` entries deleted.
-    pub etc_netns: Vec<PathBuf>,
-    /// Processes signalled (SIGTERM, and SIGKILL if they outlived the grace period).
-    pub processes: Vec<u32>,
-    /// Whether a state file was deleted.
-    pub state_removed: bool,
-    /// Whether the lab directory was deleted.
-    pub dir_removed: bool,
-}
-
-impl DownReport {
-    /// Whether there was nothing to remove.
-    pub fn is_empty(&self) -> bool {
-        *self == DownReport::default()
-    }
-}
-
-impl fmt::Display for DownReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("nothing to remove");
-        }
-        let mut parts = Vec::new();
-        if !self.processes.is_empty() {
-            parts.push(format!("stopped {} processes", self.processes.len()));
-        }
-        if !self.namespaces.is_empty() {
-            parts.push(format!(
-                "deleted network namespaces {}",
-                self.namespaces.join(", ")
-            ));
-        }
-        if !self.etc_netns.is_empty() {
-            parts.push(format!(
-                "removed {} /etc/netns entries",
-                self.etc_netns.len()
-            ));
-        }
-        if self.dir_removed {
-            parts.push("removed the lab directory".into());
-        } else if self.state_removed {
-            parts.push("removed the lab state".into());
-        }
-        f.write_str(&parts.join("; "))
-    }
 }
 
 /// The lab's namespaces, links and processes, recorded in `<dir>/state.json`. Holds
@@ -573,7 +522,9 @@ impl Runtime {
         self.save()?;
         if let Err(e) = self.build_pod(&pod, &cluster, hosts) {
             tracing::warn!(pod = %key, error = %e, "creating the pod failed; removing it again");
-            if let Err(cleanup) = self.teardown(&pod, Duration::ZERO) {
+            if let Err(cleanup) =
+                self.teardown(std::slice::from_ref(&pod), Duration::ZERO, Term::Everything)
+            {
                 tracing::warn!(pod = %key, error = %cleanup, "removing a half-made pod failed");
             }
             self.state.pods.remove(&key.to_string());
@@ -681,350 +632,66 @@ impl Runtime {
         self.state.clusters.values().cloned().collect()
     }
 
-    /// Where container `container` of pod `key` logs:
-    /// `<dir>/logs/<cluster>/<namespace>/<pod>/<container>.log`.
-    pub fn log_path(&self, key: &PodKey, container: &str) -> PathBuf {
-        self.dir
-            .join("logs")
-            .join(&key.cluster)
-            .join(&key.namespace)
-            .join(&key.name)
-            .join(format!("{container}.log"))
-    }
-
-    /// Starts `program args` as container `container` of pod `key`: `ip netns exec
-    /// NETNS [setpriv --reuid UID --regid UID --clear-groups --] program args`, with
-    /// `env` added to this process's environment, stdin from /dev/null, stdout and
-    /// stderr appended to [`Runtime::log_path`], in a process group of its own, not
-    /// waited for (it outlives this process). Records it, replacing an earlier
-    /// process of the container that has exited. Returns its pid.
-    pub fn spawn(
-        &mut self,
-        key: &PodKey,
-        container: &str,
-        program: &Path,
-        args: &[OsString],
-        env: &[(String, String)],
-        uid: Option<u32>,
-    ) -> Result<u32, RuntimeError> {
-        validate_name("container name", container)?;
-        require_root("start processes in pods")?;
-        let netns = self.pod_checked(key)?.netns.clone();
-        let boot = boot_id();
-        if let Some(p) = self
-            .pod(key)
-            .into_iter()
-            .flat_map(|p| &p.processes)
-            .find(|p| p.container == container && p.running(&boot))
-        {
-            return Err(RuntimeError::AlreadyRunning {
-                key: key.clone(),
-                container: container.to_string(),
-                pid: p.pid,
-            });
-        }
-        let program = cmd::find_program(program.as_os_str())
-            .ok_or_else(|| RuntimeError::ProgramNotFound(program.to_path_buf()))?;
-        let log = self.log_path(key, container);
-        if let Some(parent) = log.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| RuntimeError::io("create log directory", parent, e))?;
-        }
-        let mut out = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| RuntimeError::io("open log", &log, e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| RuntimeError::io("open log", &log, e))?;
-
-        let mut cmd = Command::new(tool(&IP)?);
-        cmd.args(["netns", "exec", &netns]);
-        if let Some(uid) = uid {
-            let uid = uid.to_string();
-            cmd.arg(tool(&SETPRIV)?).args([
-                "--reuid",
-                &uid,
-                "--regid",
-                &uid,
-                "--clear-groups",
-                "--",
-            ]);
-        }
-        cmd.arg(&program)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(
-                out.try_clone()
-                    .map_err(|e| RuntimeError::io("open log", &log, e))?,
-            )
-            .stderr(err)
-            .process_group(0);
-        let line = cmd::cmdline(&cmd);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        writeln!(out, "--- isthmus lab, unix time {now}: starting {line}")
-            .map_err(|e| RuntimeError::io("write log", &log, e))?;
-        drop(out);
-        // Dropping the child neither kills nor waits for it.
-        let pid = cmd
-            .spawn()
-            .map_err(|source| RuntimeError::Spawn {
-                command: line.clone(),
-                source,
-            })?
-            .id();
-        drop(cmd);
-        let start_time = procs::stat(pid as i32).map_or(0, |s| s.start_time);
-        let record = ProcessRecord {
-            container: container.to_string(),
-            pid,
-            start_time,
-            boot_id: boot,
-            command: std::iter::once(program.as_os_str())
-                .chain(args.iter().map(|a| a.as_os_str()))
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            uid,
-            log,
-        };
-        let pod = self
-            .state
-            .pods
-            .get_mut(&key.to_string())
-            .ok_or_else(|| RuntimeError::UnknownPod(key.clone()))?;
-        pod.processes.retain(|p| p.container != container);
-        pod.processes.push(record);
-        self.save()?;
-        tracing::info!(pod = %key, container, pid, "started {line}");
-        Ok(pid)
-    }
-
-    fn process(&self, key: &PodKey, container: &str) -> Option<&ProcessRecord> {
-        self.pod(key)?
-            .processes
-            .iter()
-            .find(|p| p.container == container)
-    }
-
-    /// Whether the recorded process of container `container` of pod `key` is running
-    /// (not merely a process that reuses its pid). One that exited while this process
-    /// is its parent is reaped.
-    pub fn alive(&self, key: &PodKey, container: &str) -> bool {
-        let Some(p) = self.process(key, container) else {
-            return false;
-        };
-        let boot = boot_id();
-        match p.current(&boot) {
-            Some(s) if s.running() => true,
-            Some(s) => {
-                if s.ppid == std::process::id() as i32 {
-                    let _ = nix::sys::wait::waitpid(
-                        nix::unistd::Pid::from_raw(s.pid),
-                        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-                    );
-                }
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Stops container `container` of pod `key`: SIGTERM to its process group, up to
-    /// `grace` to exit, then SIGKILL. Returns whether anything was running.
-    pub fn stop(
-        &mut self,
-        key: &PodKey,
-        container: &str,
-        grace: Duration,
-    ) -> Result<bool, RuntimeError> {
-        require_root("stop processes in pods")?;
-        let pod = self
-            .pod(key)
-            .ok_or_else(|| RuntimeError::UnknownPod(key.clone()))?;
-        let Some(p) = self.process(key, container) else {
-            return Ok(false);
-        };
-        let targets = Targets {
-            leaders: vec![p],
-            namespaces: netns_id(&netns_path(&pod.netns)).into_iter().collect(),
-            group: Some(p.pid as i32),
-        };
-        let stopped = targets.stop(grace);
-        Ok(!stopped.is_empty())
-    }
-
-    fn exec_command(&self, key: &PodKey, argv: &[OsString]) -> Result<Command, RuntimeError> {
-        require_root("run commands in pods")?;
-        let netns = &self.pod_checked(key)?.netns;
-        let (program, args) = argv.split_first().ok_or(RuntimeError::EmptyCommand)?;
-        let mut cmd = Command::new(tool(&IP)?);
-        cmd.args(["netns", "exec", netns]).arg(program).args(args);
-        Ok(cmd)
-    }
-
-    /// Runs `argv` in pod `key`'s network namespace (as root) with this process's
-    /// stdio, and waits for it (for `lab exec`).
-    pub fn exec(&self, key: &PodKey, argv: &[OsString]) -> Result<ExitStatus, RuntimeError> {
-        let mut cmd = self.exec_command(key, argv)?;
-        cmd.status().map_err(|source| RuntimeError::Spawn {
-            command: cmd::cmdline(&cmd),
-            source,
-        })
-    }
-
-    /// Runs `argv` in pod `key`'s network namespace (as root) with stdin from
-    /// /dev/null and returns its output, whatever its exit status.
-    pub fn output(&self, key: &PodKey, argv: &[OsString]) -> Result<Output, RuntimeError> {
-        let mut cmd = self.exec_command(key, argv)?;
-        cmd::run_status(&mut cmd, None)
-    }
-
-    /// Deletes pod `key`: SIGTERM to its processes' groups (and any other process in
-    /// its namespace), up to `grace` to exit, SIGKILL to what remains; then its veth,
-    /// namespace and `/etc/netns` entry. Forgets it.
+    /// Deletes pod `key`: see [`Runtime::delete_pods`].
     pub fn delete_pod(&mut self, key: &PodKey, grace: Duration) -> Result<(), RuntimeError> {
-        require_root("delete pods")?;
-        let pod = self
-            .pod(key)
-            .cloned()
-            .ok_or_else(|| RuntimeError::UnknownPod(key.clone()))?;
-        self.teardown(&pod, grace)?;
-        self.state.pods.remove(&key.to_string());
-        self.save()?;
-        tracing::info!(pod = %key, netns = %pod.netns, "pod deleted");
-        Ok(())
+        self.delete_pods(std::slice::from_ref(key), grace)
     }
 
-    fn teardown(&self, pod: &PodRecord, grace: Duration) -> Result<Vec<u32>, RuntimeError> {
+    /// Deletes pods `keys` together, as a kubelet stops a pod: SIGTERM to each
+    /// container's recorded process (a supervisor passes it on to its container), up to
+    /// `grace` for every process in the pods' namespaces to exit, SIGKILL to what
+    /// remains (process groups and anything else in the namespaces); then their veths,
+    /// namespaces and `/etc/netns` entries. Forgets them.
+    pub fn delete_pods(&mut self, keys: &[PodKey], grace: Duration) -> Result<(), RuntimeError> {
+        require_root("delete pods")?;
+        let pods = keys
+            .iter()
+            .map(|key| {
+                self.pod(key)
+                    .cloned()
+                    .ok_or_else(|| RuntimeError::UnknownPod(key.clone()))
+            })
+            .collect::<Result<Vec<PodRecord>, _>>()?;
+        self.teardown(&pods, grace, Term::Leaders)?;
+        for pod in &pods {
+            self.state.pods.remove(&pod.key.to_string());
+            tracing::info!(pod = %pod.key, netns = %pod.netns, "pod deleted");
+        }
+        self.save()
+    }
+
+    /// Stops the processes of `pods` (`term` says which get SIGTERM first; after
+    /// `grace`, SIGKILL to everything) and removes their networks.
+    fn teardown(
+        &self,
+        pods: &[PodRecord],
+        grace: Duration,
+        term: Term,
+    ) -> Result<Vec<u32>, RuntimeError> {
         let stopped = Targets {
-            leaders: pod.processes.iter().collect(),
-            namespaces: netns_id(&netns_path(&pod.netns)).into_iter().collect(),
+            leaders: pods.iter().flat_map(|p| &p.processes).collect(),
+            namespaces: pods
+                .iter()
+                .filter_map(|p| netns_id(&netns_path(&p.netns)))
+                .collect(),
             group: None,
+            term,
         }
         .stop(grace);
         let lab_ns = self.lab_netns();
-        if netns_exists(&lab_ns) {
-            match ip(&["-n", &lab_ns, "link", "del", &pod.veth]) {
-                Err(e) if !is_gone(&e) => return Err(e),
-                _ => {}
+        for pod in pods {
+            if netns_exists(&lab_ns) {
+                match ip(&["-n", &lab_ns, "link", "del", &pod.veth]) {
+                    Err(e) if !is_gone(&e) => return Err(e),
+                    _ => {}
+                }
             }
+            if netns_exists(&pod.netns) {
+                ip(&["netns", "del", &pod.netns])?;
+            }
+            remove_etc_netns(&pod.netns)?;
         }
-        if netns_exists(&pod.netns) {
-            ip(&["netns", "del", &pod.netns])?;
-        }
-        remove_etc_netns(&pod.netns)?;
         Ok(stopped)
-    }
-
-    /// Removes everything lab `lab` made: the processes recorded in `dir`'s state and
-    /// any other process in one of its namespaces (SIGTERM, then SIGKILL after two
-    /// seconds), every network namespace `il-<lab>` and `il-<lab>-<n>` (recorded or
-    /// not: this also cleans up after a crash, a `kill -9` or a lost state file), their
-    /// `/etc/netns` entries, and the state file; with `remove_dir`, the whole lab
-    /// directory (else the logs stay). Idempotent. Must not be called while this
-    /// process holds a [`Runtime`] of `dir` (it takes the directory's lock).
-    pub fn down(dir: &Path, lab: &str, remove_dir: bool) -> Result<DownReport, RuntimeError> {
-        validate_lab(lab)?;
-        require_root("remove the lab")?;
-        let mut report = DownReport::default();
-        let state_path = dir.join(STATE_FILE);
-        let (_lock, state) = if dir.is_dir() {
-            let lock = lock_dir(dir)?;
-            let state = match State::load(&state_path) {
-                Ok(Some(state)) if state.lab != lab => {
-                    return Err(RuntimeError::OtherLab {
-                        dir: dir.to_path_buf(),
-                        found: state.lab,
-                        wanted: lab.to_string(),
-                    });
-                }
-                Ok(state) => state,
-                Err(e) => {
-                    tracing::warn!(error = %e, "removing everything by name only");
-                    None
-                }
-            };
-            (Some(lock), state.unwrap_or_else(|| State::new(lab)))
-        } else {
-            (None, State::new(lab))
-        };
-
-        let lab_ns = lab_netns(lab);
-        let mut names: BTreeSet<String> = list_netns()?
-            .into_iter()
-            .filter(|n| is_lab_netns(n, lab))
-            .collect();
-        names.extend(
-            state
-                .pods
-                .values()
-                .map(|p| p.netns.clone())
-                .filter(|n| netns_exists(n)),
-        );
-        report.processes = Targets {
-            leaders: state.pods.values().flat_map(|p| &p.processes).collect(),
-            namespaces: names
-                .iter()
-                .filter_map(|n| netns_id(&netns_path(n)))
-                .collect(),
-            group: None,
-        }
-        .stop(DOWN_GRACE);
-
-        let mut errors = Vec::new();
-        // Pods first: deleting their namespaces also deletes their veths.
-        let (labs, pods): (Vec<String>, Vec<String>) =
-            names.into_iter().partition(|n| *n == lab_ns);
-        for name in pods.into_iter().chain(labs) {
-            if !netns_exists(&name) {
-                continue;
-            }
-            match ip(&["netns", "del", &name]) {
-                Ok(_) => report.namespaces.push(name),
-                Err(e) => errors.push(e),
-            }
-        }
-        match std::fs::read_dir(ETC_NETNS) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    let name = entry.file_name();
-                    if name.to_str().is_some_and(|n| is_lab_netns(n, lab)) {
-                        let path = entry.path();
-                        match std::fs::remove_dir_all(&path) {
-                            Ok(()) => report.etc_netns.push(path),
-                            Err(e) => errors.push(RuntimeError::io("remove", path, e)),
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => errors.push(RuntimeError::io("list", ETC_NETNS, e)),
-        }
-        if let Some(first) = errors.into_iter().reduce(|first, later| {
-            tracing::warn!(error = %later, "lab down");
-            first
-        }) {
-            // The state stays, so that another `lab down` finds the processes too.
-            return Err(first);
-        }
-        for path in [state_path.clone(), state_path.with_extension("json.tmp")] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => report.state_removed |= path == state_path,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(RuntimeError::io("remove", path, e)),
-            }
-        }
-        if remove_dir && dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| RuntimeError::io("remove", dir, e))?;
-            report.dir_removed = true;
-        }
-        tracing::info!(lab, "lab down: {report}");
-        Ok(report)
     }
 }
 
@@ -1102,20 +769,5 @@ mod tests {
         assert!(check_lab_range("x", "198.19.0.0/16".parse().unwrap()).is_ok());
         assert!(check_lab_range("x", "10.0.0.0/8".parse().unwrap()).is_err());
         assert!(check_lab_range("x", "0.0.0.0/0".parse().unwrap()).is_err());
-    }
-
-    #[test]
-    fn down_reports_read_well() {
-        assert_eq!(DownReport::default().to_string(), "nothing to remove");
-        let r = DownReport {
-            namespaces: vec!["il-a-1".into(), "il-a".into()],
-            processes: vec![1, 2],
-            state_removed: true,
-            ..DownReport::default()
-        };
-        assert_eq!(
-            r.to_string(),
-            "stopped 2 processes; deleted network namespaces il-a-1, il-a; removed the lab state"
-        );
     }
 }

@@ -7,6 +7,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::LabError;
+use crate::runtime::LAB_RANGE;
 
 /// A lab topology (`--topology NAME|FILE`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,63 +78,76 @@ impl Topology {
             return Self::parse(text, Path::new("."), name_or_file);
         }
         let path = Path::new(name_or_file);
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            LabError::Topology(format!(
-                "{name_or_file}: {e} (built-in topologies: {})",
-                BUILTIN
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+        let text = std::fs::read_to_string(path).map_err(|source| LabError::TopologyRead {
+            name: name_or_file.to_string(),
+            builtin: BUILTIN
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+            source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base, name_or_file)
     }
 
-    pub fn parse(text: &str, base_dir: &Path, source: &str) -> Result<Self, LabError> {
+    pub fn parse(text: &str, base_dir: &Path, source_name: &str) -> Result<Self, LabError> {
         let mut t: Topology = serde_path_to_error::deserialize(
             serde_yaml_ng::Deserializer::from_str(text),
         )
-        .map_err(|e| LabError::Topology(format!("{source}: {}: {}", e.path(), e.inner())))?;
+        .map_err(|source| LabError::TopologySyntax {
+            name: source_name.to_string(),
+            source,
+        })?;
         t.base_dir = base_dir.to_path_buf();
-        t.check(source)?;
+        t.check(source_name)?;
         Ok(t)
     }
 
     fn check(&self, source: &str) -> Result<(), LabError> {
-        let err = |m: String| Err(LabError::Topology(format!("{source}: {m}")));
+        let err = |field: String, problem: String| {
+            Err(LabError::TopologyInvalid {
+                name: source.to_string(),
+                field,
+                problem,
+            })
+        };
         if self.clusters.is_empty() {
-            return err("clusters: at least one cluster is needed".into());
+            return err("clusters".into(), "at least one cluster is needed".into());
         }
-        let lab_range: Ipv4Net = "198.18.0.0/15".parse().expect("constant");
         let mut ranges: Vec<(String, Ipv4Net)> = Vec::new();
         for (i, c) in self.clusters.iter().enumerate() {
             if self.clusters[..i].iter().any(|o| o.name == c.name) {
-                return err(format!("clusters[{i}].name: {} is used twice", c.name));
+                return err(
+                    format!("clusters[{i}].name"),
+                    format!("{} is used twice", c.name),
+                );
             }
             for (field, net) in [("podCidr", c.pod_cidr), ("serviceCidr", c.service_cidr)] {
-                if !lab_range.contains(&net) {
-                    return err(format!(
-                        "clusters[{i}].{field}: {net} is outside 198.18.0.0/15, the only range the lab uses"
-                    ));
+                let field = format!("clusters[{i}].{field}");
+                if !LAB_RANGE.contains(&net) {
+                    return err(
+                        field,
+                        format!("{net} is outside {LAB_RANGE}, the only range the lab uses"),
+                    );
                 }
                 if net.prefix_len() > 28 {
-                    return err(format!(
-                        "clusters[{i}].{field}: {net} is too small (/28 at most)"
-                    ));
+                    return err(field, format!("{net} is too small (/28 at most)"));
                 }
                 if let Some((other, _)) = ranges
                     .iter()
                     .find(|(_, r)| r.contains(&net.network()) || net.contains(&r.network()))
                 {
-                    return err(format!("clusters[{i}].{field}: {net} overlaps {other}"));
+                    return err(field, format!("{net} overlaps {other}"));
                 }
-                ranges.push((format!("clusters[{i}].{field} ({net})"), net));
+                ranges.push((format!("{field} ({net})"), net));
             }
         }
         if !self.clusters.iter().any(|c| c.control_plane) {
-            return err("no cluster has controlPlane: true".into());
+            return err(
+                "clusters".into(),
+                "no cluster has controlPlane: true (one must run the control plane)".into(),
+            );
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use isthmus_lab::runtime::{Capture, DownReport, PodKey, Runtime, RuntimeError};
+use isthmus_lab::runtime::{Capture, DownReport, PodKey, Runtime, RuntimeError, setpriv_args};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -158,16 +158,8 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<
 fn curl(rt: &Runtime, key: &PodKey, url: &str, uid: Option<u32>) -> Result<String, String> {
     let mut argv = Vec::new();
     if let Some(uid) = uid {
-        let uid = uid.to_string();
-        argv.extend(args(&[
-            "setpriv",
-            "--reuid",
-            &uid,
-            "--regid",
-            &uid,
-            "--clear-groups",
-            "--",
-        ]));
+        argv.push("setpriv".into());
+        argv.extend(setpriv_args(uid).map(OsString::from));
     }
     argv.extend(args(&[
         "curl",

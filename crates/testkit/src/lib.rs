@@ -98,21 +98,11 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Envoy from `ISTHMUS_ENVOY`, the virtualenv `scripts/envoy.sh` makes (`.venv` at
-/// the workspace root), or `PATH`.
+/// Envoy from the one search the binary uses too ([`isthmus_agent::envoy::find_from`]):
+/// `ISTHMUS_ENVOY`, the virtualenv `scripts/envoy.sh` makes (`.venv` at the workspace
+/// root), or `PATH`.
 pub fn find_envoy() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ISTHMUS_ENVOY").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let venv = workspace_root().join(".venv");
-    std::fs::read_dir(venv.join("lib"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
-        .chain([venv.join("bin/envoy")])
-        .find(|p| p.is_file())
-        .or_else(|| find_program("envoy"))
+    isthmus_agent::envoy::find_from(None, &[workspace_root()]).ok()
 }
 
 /// Envoy (see [`find_envoy`]), or `None` after printing why the test is skipped;

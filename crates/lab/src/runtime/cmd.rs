@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use super::RuntimeError;
 
-/// A tool of the host, and the package that provides it.
+/// A tool of the host, and the Debian/Ubuntu package that provides it.
 pub(crate) struct Tool {
     pub name: &'static str,
     pub package: &'static str,
@@ -21,11 +21,11 @@ pub(crate) const IP: Tool = Tool {
 };
 pub(crate) const SETPRIV: Tool = Tool {
     name: "setpriv",
-    package: "util-linux (setpriv)",
+    package: "util-linux",
 };
 pub(crate) const IPTABLES_RESTORE: Tool = Tool {
     name: "iptables-restore",
-    package: "iptables (iptables-nft or iptables-legacy)",
+    package: "iptables",
 };
 pub(crate) const SYSCTL: Tool = Tool {
     name: "sysctl",
@@ -69,6 +69,34 @@ pub(crate) fn tool(tool: &Tool) -> Result<PathBuf, RuntimeError> {
         tool: tool.name,
         package: tool.package,
     })
+}
+
+/// Packages of programs people run in pods (`lab exec`) that a fresh machine may lack.
+const KNOWN_PROGRAMS: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("wget", "wget"),
+    ("nc", "netcat-openbsd"),
+    ("dig", "dnsutils"),
+    ("nslookup", "dnsutils"),
+    ("ss", "iproute2"),
+    ("ip", "iproute2"),
+    ("iptables", "iptables"),
+    ("tcpdump", "tcpdump"),
+    ("ps", "procps"),
+    ("jq", "jq"),
+];
+
+/// What to do about a program that is not installed: the command that installs it,
+/// where it is known.
+pub(crate) fn install_hint(program: &OsStr) -> String {
+    let name = Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    match KNOWN_PROGRAMS.iter().find(|(p, _)| *p == name) {
+        Some((_, package)) => format!("install it with `apt-get install {package}`"),
+        None => "install it on this host (pods run the host's programs), or give its path".into(),
+    }
 }
 
 /// `cmd` as a shell-like line, for messages.
@@ -178,6 +206,26 @@ mod tests {
         assert_eq!(find_program(OsStr::new("/nonexistent/x")), None);
         assert_eq!(find_program(OsStr::new("isthmus-no-such-tool")), None);
         assert_eq!(find_program(OsStr::new("")), None);
+    }
+
+    #[test]
+    fn missing_programs_are_named_with_their_package() {
+        let err = tool(&Tool {
+            name: "isthmus-no-such-tool",
+            package: "iptables",
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`isthmus-no-such-tool` not found")
+                && err.contains("install it with `apt-get install iptables`"),
+            "{err}"
+        );
+        assert_eq!(
+            install_hint(OsStr::new("/usr/bin/curl")),
+            "install it with `apt-get install curl`"
+        );
+        assert!(install_hint(OsStr::new("x")).contains("host"));
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub enum RuntimeError {
     )]
     NotRoot { what: String },
 
-    #[error("`{tool}` not found (looked in PATH, /usr/sbin and /sbin): install {package}")]
+    #[error(
+        "`{tool}` not found (looked in PATH, /usr/sbin and /sbin): install it with `apt-get install {package}`"
+    )]
     ToolMissing {
         tool: &'static str,
         package: &'static str,
@@ -117,6 +119,9 @@ pub enum RuntimeError {
 
     #[error("program {} not found or not executable", .0.display())]
     ProgramNotFound(PathBuf),
+
+    #[error("`{program}` not found (looked in PATH, /usr/sbin and /sbin): {install}")]
+    CommandNotFound { program: String, install: String },
 
     #[error("nothing to run: the command line is empty")]
     EmptyCommand,

@@ -111,12 +111,24 @@ impl ProcessRecord {
     }
 }
 
+/// Which processes get the first signal (SIGTERM) of a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Term {
+    /// Every process: the recorded leaders' groups and everything in the namespaces.
+    Everything,
+    /// The recorded leaders only, as a kubelet sends SIGTERM to each container's main
+    /// process: a supervisor or an agent passes it on in order (an agent drains Envoy
+    /// before stopping it, which a SIGTERM of its own would cut short).
+    Leaders,
+}
+
 /// What to stop: recorded process-group leaders, and processes in network namespaces.
 pub(crate) struct Targets<'a> {
     pub leaders: Vec<&'a ProcessRecord>,
     pub namespaces: Vec<NsId>,
     /// Only the processes (in `namespaces`) of this process group.
     pub group: Option<i32>,
+    pub term: Term,
 }
 
 impl Targets<'_> {
@@ -139,11 +151,18 @@ impl Targets<'_> {
         (pids, leaders)
     }
 
-    /// Signals everything running. A recorded leader that still runs still owns its
-    /// pid, so no other process can have created a group with that id: signalling the
-    /// group is safe. Other pids were just seen in the namespaces, which are the lab's.
-    fn signal(&self, boot: &str, signal: Signal) -> BTreeSet<i32> {
+    /// Signals what `term` says of what is running. A recorded leader that still runs
+    /// still owns its pid, so no other process can have created a group with that id:
+    /// signalling the group is safe. Other pids were just seen in the namespaces,
+    /// which are the lab's.
+    fn signal(&self, boot: &str, signal: Signal, term: Term) -> BTreeSet<i32> {
         let (pids, leaders) = self.running(boot);
+        if term == Term::Leaders {
+            for &leader in &leaders {
+                let _ = kill(Pid::from_raw(leader), signal);
+            }
+            return leaders.into_iter().collect();
+        }
         for &leader in &leaders {
             let _ = killpg(Pid::from_raw(leader), signal);
         }
@@ -180,13 +199,13 @@ impl Targets<'_> {
         }
     }
 
-    /// SIGTERM to everything, up to `grace` to exit, then SIGKILL to what remains.
-    /// Returns the pids signalled.
+    /// SIGTERM to what `term` says, up to `grace` for everything to exit, then
+    /// SIGKILL to everything that remains. Returns the pids signalled.
     pub fn stop(&self, grace: Duration) -> Vec<u32> {
         let boot = boot_id();
-        let mut signalled = self.signal(&boot, Signal::SIGTERM);
+        let mut signalled = self.signal(&boot, Signal::SIGTERM, self.term);
         if !self.wait_gone(&boot, grace) {
-            let killed = self.signal(&boot, Signal::SIGKILL);
+            let killed = self.signal(&boot, Signal::SIGKILL, Term::Everything);
             if !killed.is_empty() {
                 tracing::debug!(pids = ?killed, "killed after the grace period");
             }
@@ -243,6 +262,7 @@ mod tests {
             command: Vec::new(),
             uid: None,
             log: "x".into(),
+            supervised: false,
         };
         let boot = boot_id();
         assert!(record(me.start_time, &boot).running(&boot));

@@ -81,6 +81,73 @@ pub struct ProcessRecord {
     pub command: Vec<String>,
     pub uid: Option<u32>,
     pub log: PathBuf,
+    /// Whether it is a supervisor (`lab supervise`) that keeps the container's own
+    /// process running, recording it in a [`ContainerState`].
+    #[serde(default)]
+    pub supervised: bool,
+}
+
+/// What a supervisor records about its container (`<container>.state.json` beside the
+/// log): the running process, its restarts, how it last exited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    /// The container's process while it runs (`None` while it waits to be restarted),
+    /// with its start time and boot, so a later process with its pid is not taken for it.
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub start_time: u64,
+    #[serde(default)]
+    pub boot_id: String,
+    /// How often it was started again after exiting.
+    pub restarts: u32,
+    /// How it last exited, e.g. `exit status: 1` or `signal: 9 (SIGKILL)`.
+    pub last_exit: Option<String>,
+    /// When (Unix seconds).
+    pub last_exit_at: Option<u64>,
+    /// Told to stop: it is not restarted again.
+    #[serde(default)]
+    pub stopping: bool,
+}
+
+impl ContainerState {
+    /// Records `pid` as the container's running process.
+    pub fn started(&mut self, pid: u32) {
+        self.pid = Some(pid);
+        self.start_time = super::procs::stat(pid as i32).map_or(0, |s| s.start_time);
+        self.boot_id = super::procs::boot_id();
+    }
+
+    /// Records that the container's process exited, and how.
+    pub fn exited(&mut self, how: String) {
+        self.pid = None;
+        self.last_exit = Some(how);
+        self.last_exit_at = Some(super::unix_now());
+    }
+
+    /// Whether the recorded process still runs (this boot, same start time, not a zombie).
+    pub fn running(&self, boot: &str) -> bool {
+        self.pid.is_some_and(|pid| {
+            self.boot_id == boot
+                && super::procs::stat(pid as i32)
+                    .is_some_and(|s| s.start_time == self.start_time && s.running())
+        })
+    }
+
+    /// The state in `path`, if there is a readable one.
+    pub fn load(path: &Path) -> Option<ContainerState> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Writes it to `path` through a temporary file, so readers see all or nothing.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    }
 }
 
 const VERSION: u32 = 1;
@@ -178,6 +245,7 @@ mod tests {
                     command: vec!["sleep".into(), "1".into()],
                     uid: Some(1337),
                     log: "/x.log".into(),
+                    supervised: true,
                 }],
             },
         );
@@ -190,5 +258,27 @@ mod tests {
         std::fs::write(&path, "{").unwrap();
         let err = State::load(&path).unwrap_err().to_string();
         assert!(err.contains("lab down"), "{err}");
+
+        // A state written before containers had supervisors.
+        let old = r#"{"container":"app","pid":1,"start_time":2,"boot_id":"b","command":[],"uid":null,"log":"/x"}"#;
+        let p: ProcessRecord = serde_json::from_str(old).unwrap();
+        assert!(!p.supervised);
+    }
+
+    #[test]
+    fn container_state_round_trips_and_knows_its_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.state.json");
+        assert_eq!(ContainerState::load(&path), None);
+        let mut s = ContainerState::default();
+        s.started(std::process::id());
+        let boot = super::super::procs::boot_id();
+        assert!(s.running(&boot));
+        assert!(!s.running("another boot"));
+        s.save(&path).unwrap();
+        assert_eq!(ContainerState::load(&path), Some(s.clone()));
+        s.exited("signal: 9 (SIGKILL)".into());
+        assert!(!s.running(&boot));
+        assert_eq!(s.last_exit.as_deref(), Some("signal: 9 (SIGKILL)"));
     }
 }
