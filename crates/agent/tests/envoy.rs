@@ -5,7 +5,6 @@
 //! Envoy comes from the agent's own search: `ISTHMUS_ENVOY`, else the virtualenv
 //! scripts/envoy.sh installs (`.venv` at the workspace root), else `PATH`. Without one these tests say why and
 //! pass, unless `CI=true`, where they fail.
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -29,23 +28,10 @@ use tonic::{Request, Response, Status, Streaming};
 const DEADLINE: Duration = Duration::from_secs(10);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The Envoy binary (the agent's own search, from the workspace root), or `None`
-/// (with the reason printed) when there is none.
+/// The Envoy binary (the agent's own search, through the test kit), or `None` (with the
+/// reason printed and the skip recorded) when there is none.
 fn find_envoy() -> Option<PathBuf> {
-    let why = match isthmus_agent::envoy::find_from(None, &[workspace_root()]) {
-        Ok(p) => return Some(p),
-        Err(e) => e.to_string(),
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}; CI=true, so this is a failure");
-    }
-    // Straight to stderr, past the test harness's capture, so that the skip is seen.
-    let _ = writeln!(std::io::stderr(), "skipping: {why}");
-    None
+    isthmus_testkit::require_envoy("agent envoy tests")
 }
 
 macro_rules! envoy_or_skip {

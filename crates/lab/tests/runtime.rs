@@ -15,15 +15,8 @@ use isthmus_lab::runtime::{Capture, DownReport, PodKey, Runtime, RuntimeError, s
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let reason = "needs root (network namespaces, veths, iptables)";
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} {reason}, and CI=true");
-    }
-    eprintln!("skipping {test}: {reason}");
-    false
+    nix::unistd::geteuid().is_root()
+        || isthmus_testkit::skip(test, "needs root (network namespaces, veths, iptables)")
 }
 
 /// A lab of its own per test, removed (`Runtime::down`) also when the test fails.

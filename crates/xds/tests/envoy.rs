@@ -11,41 +11,9 @@ use isthmus_model::MeshConfig;
 use isthmus_xds::discovery::{DiscoveryOptions, run};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Envoy from ISTHMUS_ENVOY, the project's .venv (scripts/envoy.sh), or PATH.
-fn envoy() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ISTHMUS_ENVOY") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
-    if let Ok(entries) = std::fs::read_dir(&venv) {
-        for e in entries.flatten() {
-            let p = e.path().join("site-packages/envoy/_bin/envoy");
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("envoy"))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Envoy, or a reason to skip (never under CI=true).
+/// Envoy (the one search, in the test kit), or a reason to skip (never under CI=true).
 fn envoy_or_skip() -> Option<PathBuf> {
-    let found = envoy();
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Envoy not found and CI=true: run scripts/envoy.sh or set ISTHMUS_ENVOY"
-        );
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("skipping: Envoy not found (run scripts/envoy.sh or set ISTHMUS_ENVOY)");
-        }
-    }
-    found
+    isthmus_testkit::require_envoy("xds envoy tests")
 }
 
 fn free_port() -> u16 {

@@ -265,36 +265,10 @@ fn run_case(case: &Path) -> Vec<String> {
     mismatches
 }
 
-/// Envoy from ISTHMUS_ENVOY, the project's .venv (scripts/envoy.sh), or PATH; none
-/// (validation skipped, with a message) unless CI=true.
+/// Envoy (the one search, in the test kit); none (validation skipped, with a message)
+/// unless CI=true.
 fn envoy_or_skip() -> Option<PathBuf> {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
-    let found = std::env::var_os("ISTHMUS_ENVOY")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::fs::read_dir(&venv).ok()?.flatten().find_map(|e| {
-                let p = e.path().join("site-packages/envoy/_bin/envoy");
-                p.is_file().then_some(p)
-            })
-        })
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("envoy"))
-                .find(|p| p.is_file())
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Envoy not found and CI=true: run scripts/envoy.sh or set ISTHMUS_ENVOY"
-        );
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!(
-                "golden: Envoy not found, generated config is not validated by Envoy (run scripts/envoy.sh or set ISTHMUS_ENVOY)"
-            );
-        }
-    }
-    found
+    isthmus_testkit::require_envoy("golden: validation of the generated config by Envoy")
 }
 
 /// Runs `envoy --mode validate` on a bootstrap holding a proxy's generated config as

@@ -2009,26 +2009,6 @@ ZqKRnCYvDgNw+Ay+VoUlpmcYynnXbAnJsiDRjO2xvP6k+YyKzWWZYy24
 -----END PRIVATE KEY-----
 ";
 
-    /// Envoy from ISTHMUS_ENVOY, the project's .venv (scripts/envoy.sh), or PATH.
-    fn find_envoy() -> Option<std::path::PathBuf> {
-        use std::path::PathBuf;
-        if let Some(p) = std::env::var_os("ISTHMUS_ENVOY").filter(|p| !p.is_empty()) {
-            return Some(PathBuf::from(p));
-        }
-        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
-        let in_venv = std::fs::read_dir(venv)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
-            .find(|p| p.is_file());
-        in_venv.or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("envoy"))
-                .find(|p| p.is_file())
-        })
-    }
-
     /// Every kind of cluster apply() builds, checked by `envoy --mode validate` (which
     /// also loads the TLS files). Skipped without Envoy, except under CI=true.
     #[test]
@@ -2048,15 +2028,7 @@ ZqKRnCYvDgNw+Ay+VoUlpmcYynnXbAnJsiDRjO2xvP6k+YyKzWWZYy24
             ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
         };
 
-        let Some(envoy) = find_envoy() else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "Envoy not found and CI=true: run scripts/envoy.sh or set ISTHMUS_ENVOY"
-            );
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("skipping: Envoy not found (run scripts/envoy.sh or set ISTHMUS_ENVOY)");
-            }
+        let Some(envoy) = isthmus_testkit::require_envoy("envoy_accepts_the_clusters") else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
