@@ -107,9 +107,6 @@ pub async fn run_with_push(
     push: PushOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DiscoveryError> {
-    let controller = Arc::new(Controller::start(&mesh));
-    let generator = Arc::new(IstioGenerator::for_mesh(&mesh));
-    let server = DiscoveryServer::with_options(controller.watch(), generator, push);
     let grpc = listen(opts.grpc_address).map_err(|source| DiscoveryError::GrpcBind {
         addr: opts.grpc_address,
         source,
@@ -120,8 +117,31 @@ pub async fn run_with_push(
             addr: opts.debug_address,
             source,
         })?;
-    let grpc_at = grpc.local_addr().unwrap_or(opts.grpc_address);
-    let debug_at = debug.local_addr().unwrap_or(opts.debug_address);
+    serve(mesh, Listeners { grpc, debug }, push, shutdown).await
+}
+
+/// The control plane's listeners, bound by the caller (a test binds port 0 and passes
+/// the listener itself, so no other process can take the port in between).
+pub struct Listeners {
+    /// ADS (plaintext gRPC).
+    pub grpc: tokio::net::TcpListener,
+    /// The debug API and `/ready`.
+    pub debug: tokio::net::TcpListener,
+}
+
+/// Serves on listeners already bound until `shutdown` resolves.
+pub async fn serve(
+    mesh: MeshConfig,
+    listeners: Listeners,
+    push: PushOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DiscoveryError> {
+    let Listeners { grpc, debug } = listeners;
+    let controller = Arc::new(Controller::start(&mesh));
+    let generator = Arc::new(IstioGenerator::for_mesh(&mesh));
+    let server = DiscoveryServer::with_options(controller.watch(), generator, push);
+    let grpc_at = grpc.local_addr().map_err(DiscoveryError::Debug)?;
+    let debug_at = debug.local_addr().map_err(DiscoveryError::Debug)?;
     tracing::info!(grpc = %grpc_at, debug = %debug_at, clusters = mesh.clusters.len(), debounce = ?push.debounce, debounce_max = ?push.max_delay, "discovery serving");
     let state = AppState {
         mesh: Arc::new(mesh),

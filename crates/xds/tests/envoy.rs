@@ -2,13 +2,14 @@
 //! over ADS (State-of-the-World and Delta), an endpoint change reaches Envoy without a
 //! restart, and the debug API shows the proxy in sync.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use isthmus_model::MeshConfig;
-use isthmus_xds::discovery::{DiscoveryOptions, run};
+use isthmus_xds::discovery::{Listeners, serve};
+use isthmus_xds::server::PushOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Envoy (the one search, in the test kit), or a reason to skip (never under CI=true).
@@ -16,12 +17,24 @@ fn envoy_or_skip() -> Option<PathBuf> {
     isthmus_testkit::require_envoy("xds envoy tests")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The address Envoy wrote to `--admin-address-path` once its admin listener is bound
+/// (the bootstrap asks for port 0, so no port is chosen before Envoy binds it).
+async fn admin_address(path: &Path) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(addr) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy wrote no admin address to {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Kills Envoy when the test ends, passing or failing.
@@ -105,20 +118,22 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
     )
     .unwrap();
     let mesh = MeshConfig::load(&dir.path().join("mesh.yaml")).unwrap();
-    let (grpc, debug, admin) = (free_port(), free_port(), free_port());
-    let opts = DiscoveryOptions {
-        grpc_address: ([127, 0, 0, 1], grpc).into(),
-        debug_address: ([127, 0, 0, 1], debug).into(),
+    // Listeners bound here and handed over: no port is free for someone else in between.
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        debug: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
+    let grpc = listeners.grpc.local_addr().unwrap().port();
+    let debug_addr = listeners.debug.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let discovery = tokio::spawn(run(mesh, opts, async move {
+    let discovery = tokio::spawn(serve(mesh, listeners, PushOptions::default(), async move {
         let _ = stop_rx.await;
     }));
 
     let node_id = "sidecar~127.0.0.1~productpage-v1-abc.bookinfo~bookinfo.svc.cluster.local";
     let bootstrap = serde_json::json!({
         "node": {"id": node_id, "cluster": "productpage.bookinfo", "metadata": {"CLUSTER_ID": "c1", "NETWORK": "n1", "NAMESPACE": "bookinfo"}},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "dynamic_resources": {
             "ads_config": {"api_type": api_type, "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}], "set_node_on_first_message_only": true},
             "cds_config": {"ads": {}, "resource_api_version": "V3"}
@@ -133,12 +148,15 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
     });
     let path = dir.path().join("envoy.json");
     std::fs::write(&path, bootstrap.to_string()).unwrap();
+    let admin_path = dir.path().join("admin-address");
     let envoy_proc = Proc(
         Command::new(&envoy)
             .args([
                 "-c",
                 path.to_str().unwrap(),
                 "--disable-hot-restart",
+                "--admin-address-path",
+                admin_path.to_str().unwrap(),
                 "--log-level",
                 "warn",
             ])
@@ -147,8 +165,7 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
             .spawn()
             .expect("Envoy starts"),
     );
-    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
-    let debug_addr: SocketAddr = ([127, 0, 0, 1], debug).into();
+    let admin_addr = admin_address(&admin_path).await;
     // What Envoy and the control plane hold, for a failure's message.
     let seen = async || {
         format!(
