@@ -140,8 +140,9 @@ pub async fn serve(
     let controller = Arc::new(Controller::start(&mesh));
     let generator = Arc::new(IstioGenerator::for_mesh(&mesh));
     let server = DiscoveryServer::with_options(controller.watch(), generator, push);
-    let grpc_at = grpc.local_addr().map_err(DiscoveryError::Debug)?;
-    let debug_at = debug.local_addr().map_err(DiscoveryError::Debug)?;
+    // Only for the log line: a listener whose address cannot be read still serves.
+    let at = |l: &tokio::net::TcpListener| l.local_addr().map_or("?".into(), |a| a.to_string());
+    let (grpc_at, debug_at) = (at(&grpc), at(&debug));
     tracing::info!(grpc = %grpc_at, debug = %debug_at, clusters = mesh.clusters.len(), debounce = ?push.debounce, debounce_max = ?push.max_delay, "discovery serving");
     let state = AppState {
         mesh: Arc::new(mesh),
