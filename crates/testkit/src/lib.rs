@@ -108,12 +108,12 @@ pub fn find_envoy() -> Option<PathBuf> {
 /// Envoy (see [`find_envoy`]), or `None` after printing why the test is skipped;
 /// panics under `CI=true`.
 pub fn require_envoy(test_name: &str) -> Option<PathBuf> {
-    let envoy = find_envoy();
-    if envoy.is_none() {
-        skip(
-            test_name,
-            "Envoy not found (run scripts/envoy.sh or set ISTHMUS_ENVOY)",
-        );
+    // The search's own error says where it looked and what to do.
+    match isthmus_agent::envoy::find_from(None, &[workspace_root()]) {
+        Ok(envoy) => Some(envoy),
+        Err(e) => {
+            skip(test_name, &e.to_string());
+            None
+        }
     }
-    envoy
 }
