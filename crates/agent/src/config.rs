@@ -166,8 +166,10 @@ pub struct AgentConfig {
     /// The control plane's xDS address; default `127.0.0.1:15010`.
     pub discovery_address: DiscoveryAddress,
     /// Envoy's admin address; must be a loopback address. Default `127.0.0.1:15000`.
+    /// With port 0 Envoy picks a free port; [`crate::Agent::admin_address`] tells which.
     pub admin_address: SocketAddr,
-    /// The agent serves `GET /healthz/ready` on `0.0.0.0:PORT`; default 15021.
+    /// The agent serves `GET /healthz/ready` on `0.0.0.0:PORT`; default 15021 (0: any
+    /// free port, see [`crate::Agent::readiness_address`]).
     pub readiness_port: u16,
     /// Where the bootstrap (`envoy-rev.json`) is written; default a fresh temporary
     /// directory, removed when the agent stops.

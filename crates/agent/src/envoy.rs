@@ -169,17 +169,28 @@ fn whole_seconds(d: Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
 }
 
+/// The address Envoy wrote to its `--admin-address-path` file once its admin interface
+/// was bound, or `None` while there is none (yet).
+pub fn read_admin_address(path: &Path) -> Option<std::net::SocketAddr> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 /// Envoy's command line (without the binary):
-/// `-c BOOTSTRAP --log-level info --drain-time-s D --parent-shutdown-time-s 2D
-/// --local-address-ip-version v4 --disable-hot-restart`.
+/// `-c BOOTSTRAP --admin-address-path FILE --log-level info --drain-time-s D
+/// --parent-shutdown-time-s 2D --local-address-ip-version v4 --disable-hot-restart`.
 ///
 /// Hot restart is off, as with Istio's agent: a new Envoy never takes over from an old
 /// one, and without it Envoy keeps no shared memory in /dev/shm — nothing is left
 /// behind when it is killed, and Envoys in separate network namespaces (which share
 /// /dev/shm) cannot collide.
-pub fn args(bootstrap: &Path, drain: Duration) -> Vec<OsString> {
+pub fn args(bootstrap: &Path, admin_address_path: &Path, drain: Duration) -> Vec<OsString> {
     let drain_s = whole_seconds(drain);
-    let mut args: Vec<OsString> = vec!["-c".into(), bootstrap.into()];
+    let mut args: Vec<OsString> = vec![
+        "-c".into(),
+        bootstrap.into(),
+        "--admin-address-path".into(),
+        admin_address_path.into(),
+    ];
     for (flag, value) in [
         ("--log-level", "info".to_string()),
         ("--drain-time-s", drain_s.to_string()),
@@ -242,13 +253,21 @@ mod tests {
 
     #[test]
     fn command_line() {
-        let args = args(Path::new("/tmp/x/envoy-rev.json"), Duration::from_secs(5));
+        let args = args(
+            Path::new("/tmp/x/envoy-rev.json"),
+            Path::new("/tmp/x/admin-address"),
+            Duration::from_secs(5),
+        );
         let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
             args.join(" "),
-            "-c /tmp/x/envoy-rev.json --log-level info --drain-time-s 5 --parent-shutdown-time-s 10 --local-address-ip-version v4 --disable-hot-restart"
+            "-c /tmp/x/envoy-rev.json --admin-address-path /tmp/x/admin-address --log-level info --drain-time-s 5 --parent-shutdown-time-s 10 --local-address-ip-version v4 --disable-hot-restart"
         );
-        let short = super::args(Path::new("b.json"), Duration::from_millis(200));
+        let short = super::args(
+            Path::new("b.json"),
+            Path::new("a"),
+            Duration::from_millis(200),
+        );
         assert!(short.contains(&OsString::from("1")), "{short:?}");
     }
 

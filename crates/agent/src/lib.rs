@@ -35,6 +35,10 @@ pub use config::{
     DiscoveryAddress, ISTIO_META_PREFIX, ISTIO_METAJSON_PREFIX, ProxyKind, host_name, parse_labels,
 };
 pub use error::Error;
+/// The file in the config directory where Envoy writes its admin address
+/// (`--admin-address-path`).
+pub const ADMIN_ADDRESS_FILE: &str = "admin-address";
+
 pub use supervisor::{BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET_AFTER, Backoff, EnvoyStatus};
 
 use readiness::ReadinessState;
@@ -49,7 +53,7 @@ pub struct Agent {
     status: watch::Receiver<EnvoyStatus>,
     envoy_binary: PathBuf,
     bootstrap_path: PathBuf,
-    admin_address: SocketAddr,
+    configured_admin: SocketAddr,
     readiness_address: SocketAddr,
     /// The default config directory, removed when the agent goes.
     _temp_dir: Option<tempfile::TempDir>,
@@ -96,27 +100,30 @@ impl Agent {
         let draining = Arc::new(AtomicBool::new(false));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (status_tx, status) = watch::channel(EnvoyStatus::default());
+        let admin_address_path = dir.join(ADMIN_ADDRESS_FILE);
         let supervisor = Supervisor {
             envoy: envoy_binary.clone(),
-            args: envoy::args(&bootstrap_path, config.drain_duration),
+            args: envoy::args(&bootstrap_path, &admin_address_path, config.drain_duration),
             admin: config.admin_address,
+            admin_address_path,
             drain: config.drain_duration,
             status: status_tx,
             draining: draining.clone(),
         };
-        let first = supervisor.spawn()?;
+        let first = supervisor.spawn().await?;
+        let admin_address = status.borrow().admin.unwrap_or(config.admin_address);
         tracing::info!(
             pid = status.borrow().pid,
             envoy = %envoy_binary.display(),
             bootstrap = %bootstrap_path.display(),
             node = %bootstrap::node_id(&config),
-            admin = %config.admin_address,
+            admin = %admin_address,
             readiness = %readiness_address,
             "Envoy started"
         );
 
         let app = readiness::router(ReadinessState {
-            admin: config.admin_address,
+            envoy: status.clone(),
             draining,
         });
         let readiness = tokio::spawn(async move {
@@ -132,7 +139,7 @@ impl Agent {
             status,
             envoy_binary,
             bootstrap_path,
-            admin_address: config.admin_address,
+            configured_admin: config.admin_address,
             readiness_address,
             _temp_dir: temp_dir,
         })
@@ -163,9 +170,10 @@ impl Agent {
         &self.bootstrap_path
     }
 
-    /// Envoy's admin address.
+    /// Envoy's admin address: the running Envoy's (the port it chose when the
+    /// configured port is 0), else the configured one.
     pub fn admin_address(&self) -> SocketAddr {
-        self.admin_address
+        self.status.borrow().admin.unwrap_or(self.configured_admin)
     }
 
     /// Where `GET /healthz/ready` is served.

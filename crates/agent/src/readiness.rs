@@ -27,7 +27,8 @@ const UPDATE_STATS: &str = "/stats?filter=%5E%28cluster_manager%5C.cds%7Clistene
 /// What the readiness endpoint needs to know.
 #[derive(Clone, Debug)]
 pub(crate) struct ReadinessState {
-    pub admin: SocketAddr,
+    /// The running Envoy's state, for its admin address.
+    pub envoy: tokio::sync::watch::Receiver<crate::EnvoyStatus>,
     /// Set when the agent starts shutting down: a draining proxy is not ready.
     pub draining: Arc<AtomicBool>,
 }
@@ -90,7 +91,13 @@ async fn healthz_ready(State(state): State<ReadinessState>) -> (StatusCode, Stri
             "not ready: the proxy is draining\n".into(),
         );
     }
-    match check(state.admin).await {
+    let Some(admin) = state.envoy.borrow().admin else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Envoy is (re)starting\n".into(),
+        );
+    };
+    match check(admin).await {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(missing) => (
             StatusCode::SERVICE_UNAVAILABLE,

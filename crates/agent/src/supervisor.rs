@@ -25,6 +25,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 /// How long Envoy has to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a starting Envoy has to bind its admin interface.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The Envoy child as the agent sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub struct EnvoyStatus {
     pub restarts: u32,
     /// How the last Envoy that exited on its own ended, e.g. `signal: 9 (SIGKILL)`.
     pub last_exit: Option<String>,
+    /// Where the running Envoy's admin interface listens (with port 0 configured, the
+    /// port Envoy chose); set together with `pid`.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The delays between restarts: 0.5 s, doubling up to 30 s, back to 0.5 s after an
@@ -73,15 +78,30 @@ pub(crate) struct Running {
 pub(crate) struct Supervisor {
     pub envoy: PathBuf,
     pub args: Vec<OsString>,
+    /// The configured admin address; with port 0, Envoy picks one and writes it to
+    /// `admin_address_path` (`--admin-address-path`).
     pub admin: SocketAddr,
+    pub admin_address_path: PathBuf,
     pub drain: Duration,
     pub status: watch::Sender<EnvoyStatus>,
     pub draining: Arc<AtomicBool>,
 }
 
 impl Supervisor {
-    /// Starts Envoy, with its output passed on as tracing events.
-    pub fn spawn(&self) -> Result<Running, Error> {
+    /// Starts Envoy, with its output passed on as tracing events, and waits until its
+    /// admin address is known; then publishes its pid and admin address together.
+    pub async fn spawn(&self) -> Result<Running, Error> {
+        // A file left by an earlier Envoy must not be taken for this one's address.
+        match std::fs::remove_file(&self.admin_address_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::WriteBootstrap {
+                    path: self.admin_address_path.clone(),
+                    source,
+                });
+            }
+        }
         let spawn_error = |source| Error::Spawn {
             path: self.envoy.clone(),
             source,
@@ -103,12 +123,51 @@ impl Supervisor {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(forward_lines(err, Stream::Stderr, pid));
         }
-        self.status.send_modify(|s| s.pid = Some(pid));
-        Ok(Running {
+        let mut running = Running {
             child,
             pid,
             started: Instant::now(),
-        })
+        };
+        let admin = self.learn_admin(&mut running).await?;
+        self.status.send_modify(|s| {
+            s.pid = Some(pid);
+            s.admin = Some(admin);
+        });
+        Ok(running)
+    }
+
+    /// The admin address of the Envoy just started: the configured one, or with port 0
+    /// the one Envoy wrote to `--admin-address-path` once bound.
+    async fn learn_admin(&self, running: &mut Running) -> Result<SocketAddr, Error> {
+        if self.admin.port() != 0 {
+            return Ok(self.admin);
+        }
+        let deadline = Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            if let Some(admin) = crate::envoy::read_admin_address(&self.admin_address_path) {
+                return Ok(admin);
+            }
+            let problem = match running.child.try_wait() {
+                Ok(Some(status)) => Some(format!(
+                    "Envoy exited ({status}) before it bound its admin interface"
+                )),
+                Ok(None) if Instant::now() >= deadline => Some(format!(
+                    "Envoy wrote no admin address to {} within {ADMIN_TIMEOUT:?}",
+                    self.admin_address_path.display()
+                )),
+                Ok(None) => None,
+                Err(e) => Some(format!("cannot watch Envoy: {e}")),
+            };
+            if let Some(problem) = problem {
+                let _ = running.child.start_kill();
+                let _ = running.child.wait().await;
+                return Err(Error::Spawn {
+                    path: self.envoy.clone(),
+                    source: std::io::Error::other(problem),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Keeps Envoy running until `shutdown` changes (or its sender is dropped), then
@@ -131,6 +190,7 @@ impl Supervisor {
             };
             self.status.send_modify(|s| {
                 s.pid = None;
+                s.admin = None;
                 s.last_exit = Some(exit.clone());
             });
             let uptime = running.started.elapsed();
@@ -150,7 +210,7 @@ impl Supervisor {
                         return Ok(());
                     }
                 }
-                match self.spawn() {
+                match self.spawn().await {
                     Ok(r) => break r,
                     Err(e) => {
                         delay = backoff.after_exit(Duration::ZERO);
@@ -176,13 +236,8 @@ impl Supervisor {
         let pid = running.pid;
         self.draining.store(true, Ordering::Relaxed);
         tracing::info!(pid, drain = ?self.drain, "draining Envoy's listeners");
-        match http::post(
-            self.admin,
-            "/drain_listeners?graceful",
-            Duration::from_secs(2),
-        )
-        .await
-        {
+        let admin = self.status.borrow().admin.unwrap_or(self.admin);
+        match http::post(admin, "/drain_listeners?graceful", Duration::from_secs(2)).await {
             Ok(r) if r.status == 200 => {}
             Ok(r) => {
                 tracing::warn!(status = r.status, body = %r.body.trim(), "Envoy refused to drain its listeners")
@@ -190,7 +245,10 @@ impl Supervisor {
             Err(e) => tracing::warn!(error = %e, "cannot ask Envoy to drain its listeners"),
         }
         let stopped = |status: String| {
-            self.status.send_modify(|s| s.pid = None);
+            self.status.send_modify(|s| {
+                s.pid = None;
+                s.admin = None;
+            });
             tracing::info!(pid, %status, "Envoy stopped");
             Ok(())
         };

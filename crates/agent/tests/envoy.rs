@@ -53,18 +53,15 @@ fn init_tracing() {
         .try_init();
 }
 
-/// A port that was free a moment ago (bound to port 0, then released).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A control plane that never answers: a bound listener nobody accepts from. Held for
+/// the test's length, so no other process can take its port.
+fn silent_control_plane() -> TcpListener {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()
 }
 
-/// A sidecar whose control plane is a closed port; ephemeral admin and readiness ports
-/// (the admin port also makes the base id unique) and a short drain.
-fn config(envoy: &Path) -> AgentConfig {
+/// A sidecar whose control plane is `discovery`; Envoy's admin and the readiness
+/// endpoint on ports chosen when bound (port 0), and a short drain.
+fn config(envoy: &Path, discovery: SocketAddr) -> AgentConfig {
     AgentConfig {
         kind: ProxyKind::Sidecar,
         pod_name: "reviews-v1-abc".into(),
@@ -74,13 +71,18 @@ fn config(envoy: &Path) -> AgentConfig {
         mesh_id: "mesh1".into(),
         service_account: "bookinfo-reviews".into(),
         labels: isthmus_agent::parse_labels("app=reviews,version=v1").unwrap(),
-        discovery_address: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())).into(),
-        admin_address: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
-        readiness_port: free_port(),
+        discovery_address: discovery.into(),
+        admin_address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        readiness_port: 0,
         envoy_binary: Some(envoy.to_path_buf()),
         drain_duration: Duration::from_millis(300),
         ..AgentConfig::default()
     }
+}
+
+/// A sidecar whose control plane never answers.
+fn config_silent(envoy: &Path, silent: &TcpListener) -> AgentConfig {
+    config(envoy, silent.local_addr().unwrap())
 }
 
 /// Polls `f` until it gives `Some`, or panics naming `what` after [`DEADLINE`].
@@ -151,7 +153,8 @@ fn bootstrap_golden_files_pass_envoy_validate() {
     }
     // And one built here, with a hostname for the control plane (STRICT_DNS).
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(&envoy);
+    let silent = silent_control_plane();
+    let mut c = config_silent(&envoy, &silent);
     c.kind = ProxyKind::Router;
     c.requested_network_view = vec!["network1".into()];
     c.discovery_address = "istiod.istio-system.svc:15012".parse().unwrap();
@@ -164,7 +167,8 @@ fn bootstrap_golden_files_pass_envoy_validate() {
 async fn agent_starts_envoy_and_admin_answers() {
     let envoy = envoy_or_skip!();
     init_tracing();
-    let config = config(&envoy);
+    let silent = silent_control_plane();
+    let config = config_silent(&envoy, &silent);
     let agent = Agent::start(config.clone()).await.unwrap();
     assert!(agent.envoy_pid().is_some());
     assert!(agent.bootstrap_path().is_file());
@@ -193,7 +197,8 @@ async fn agent_starts_envoy_and_admin_answers() {
 async fn readiness_is_503_without_a_control_plane() {
     let envoy = envoy_or_skip!();
     init_tracing();
-    let agent = Agent::start(config(&envoy)).await.unwrap();
+    let silent = silent_control_plane();
+    let agent = Agent::start(config_silent(&envoy, &silent)).await.unwrap();
     admin_server_info(agent.admin_address()).await;
     for _ in 0..3 {
         let r = readiness(&agent).await;
@@ -210,8 +215,7 @@ async fn readiness_is_200_once_the_control_plane_sent_cds_and_lds() {
     let envoy = envoy_or_skip!();
     init_tracing();
     let control_plane = FakeAds::start().await;
-    let mut config = config(&envoy);
-    config.discovery_address = control_plane.addr.into();
+    let mut config = config(&envoy, control_plane.addr);
     config.kind = ProxyKind::Router;
     config.requested_network_view = vec!["network1".into(), "network2".into()];
     let agent = Agent::start(config).await.unwrap();
@@ -241,7 +245,8 @@ async fn readiness_is_200_once_the_control_plane_sent_cds_and_lds() {
 async fn killed_envoy_is_restarted() {
     let envoy = envoy_or_skip!();
     init_tracing();
-    let agent = Agent::start(config(&envoy)).await.unwrap();
+    let silent = silent_control_plane();
+    let agent = Agent::start(config_silent(&envoy, &silent)).await.unwrap();
     admin_server_info(agent.admin_address()).await;
     let first = agent.envoy_pid().unwrap();
     nix::sys::signal::kill(
@@ -264,7 +269,7 @@ async fn killed_envoy_is_restarted() {
         "{status:?}"
     );
     assert!(!process_alive(first), "the killed Envoy was reaped");
-    // The new Envoy took over the admin port (same base id: the old one is gone).
+    // The new Envoy's admin answers (at the port it chose: the address comes with the pid).
     admin_server_info(agent.admin_address()).await;
     assert_eq!(agent.envoy_pid(), Some(second));
     agent.shutdown().await.unwrap();
@@ -275,7 +280,8 @@ async fn killed_envoy_is_restarted() {
 async fn shutdown_drains_then_stops_envoy() {
     let envoy = envoy_or_skip!();
     init_tracing();
-    let config = config(&envoy);
+    let silent = silent_control_plane();
+    let config = config_silent(&envoy, &silent);
     let drain = config.drain_duration;
     let agent = Agent::start(config).await.unwrap();
     let admin = agent.admin_address();
@@ -316,7 +322,8 @@ async fn shutdown_drains_then_stops_envoy() {
 async fn dropping_the_agent_kills_envoy() {
     let envoy = envoy_or_skip!();
     init_tracing();
-    let agent = Agent::start(config(&envoy)).await.unwrap();
+    let silent = silent_control_plane();
+    let agent = Agent::start(config_silent(&envoy, &silent)).await.unwrap();
     admin_server_info(agent.admin_address()).await;
     let pid = agent.envoy_pid().unwrap();
     drop(agent);
@@ -328,7 +335,8 @@ async fn dropping_the_agent_kills_envoy() {
 
 #[tokio::test]
 async fn missing_envoy_says_how_to_install_it() {
-    let mut c = config(Path::new("/nonexistent/envoy"));
+    let silent = silent_control_plane();
+    let mut c = config_silent(Path::new("/nonexistent/envoy"), &silent);
     c.pod_name = "p".into();
     let e = Agent::start(c).await.err().expect("no Envoy there");
     let e = e.to_string();

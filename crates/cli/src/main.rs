@@ -83,6 +83,10 @@ enum Command {
         /// The debug API: /ready, /debug/syncz, /debug/registryz, /debug/config_dump?proxyID=.
         #[arg(long, default_value = "127.0.0.1:8080")]
         debug_address: std::net::SocketAddr,
+        /// Once listening, write the bound addresses here as JSON
+        /// (`{"grpc":ADDR,"debug":ADDR}`): with port 0 in an address, the port chosen.
+        #[arg(long, value_name = "FILE")]
+        address_file: Option<PathBuf>,
         /// A push waits until the registry has been quiet this long (`10ms`, `0` for none).
         #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
         debounce: Duration,
@@ -457,6 +461,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mesh,
             grpc_address,
             debug_address,
+            address_file,
             debounce,
             debounce_max,
         } => {
@@ -465,6 +470,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = isthmus_xds::discovery::DiscoveryOptions {
                 grpc_address,
                 debug_address,
+                address_file,
             };
             let push = isthmus_xds::server::PushOptions {
                 debounce,

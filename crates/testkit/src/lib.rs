@@ -105,6 +105,9 @@ pub fn find_envoy() -> Option<PathBuf> {
     isthmus_agent::envoy::find_from(None, &[workspace_root()]).ok()
 }
 
+/// The address a started Envoy wrote to its `--admin-address-path` file, if it has.
+pub use isthmus_agent::envoy::read_admin_address;
+
 /// Envoy (see [`find_envoy`]), or `None` after printing why the test is skipped;
 /// panics under `CI=true`.
 pub fn require_envoy(test_name: &str) -> Option<PathBuf> {

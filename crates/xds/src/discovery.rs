@@ -50,6 +50,11 @@ pub enum DiscoveryError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot write the bound addresses to {}: {source} (check --address-file)", path.display())]
+    AddressFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("xDS server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("debug API failed: {0}")]
@@ -63,6 +68,36 @@ pub struct DiscoveryOptions {
     pub grpc_address: SocketAddr,
     /// The debug API and `/ready`.
     pub debug_address: SocketAddr,
+    /// Once both listeners are bound, their addresses are written here as JSON
+    /// (`{"grpc": ADDR, "debug": ADDR}`), so whoever started the control plane with
+    /// port 0 learns the ports it got (as Envoy's `--admin-address-path`).
+    pub address_file: Option<std::path::PathBuf>,
+}
+
+/// The addresses `isthmus discovery` listens on, as written to `--address-file`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundAddresses {
+    pub grpc: SocketAddr,
+    pub debug: SocketAddr,
+}
+
+impl BoundAddresses {
+    /// Reads an address file; `None` while it is not (completely) written.
+    pub fn read(path: &std::path::Path) -> Option<BoundAddresses> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Writes the file whole (a temporary file renamed into place), so a reader never
+    /// sees half of it.
+    fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    }
 }
 
 #[derive(Clone)]
@@ -117,6 +152,18 @@ pub async fn run_with_push(
             addr: opts.debug_address,
             source,
         })?;
+    if let Some(path) = &opts.address_file {
+        let bound = BoundAddresses {
+            grpc: grpc.local_addr().unwrap_or(opts.grpc_address),
+            debug: debug.local_addr().unwrap_or(opts.debug_address),
+        };
+        bound
+            .write(path)
+            .map_err(|source| DiscoveryError::AddressFile {
+                path: path.clone(),
+                source,
+            })?;
+    }
     serve(mesh, Listeners { grpc, debug }, push, shutdown).await
 }
 

@@ -22,10 +22,7 @@ fn envoy_or_skip() -> Option<PathBuf> {
 async fn admin_address(path: &Path) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(addr) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
+        if let Some(addr) = isthmus_testkit::read_admin_address(path) {
             return addr;
         }
         assert!(

@@ -37,6 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use isthmus_xds::discovery::BoundAddresses;
 use isthmus_xds::resources::{CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES};
 use prost::encoding::{WireType, encode_key, encode_varint};
 
@@ -302,10 +303,6 @@ fn threads(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn free_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
-}
-
 async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(
@@ -319,19 +316,23 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 }
 
 async fn start_control_plane(dir: &Path, opts: &Options) -> Result<ControlPlane, String> {
-    let (grpc, debug) = (
-        free_port().map_err(|e| e.to_string())?,
-        free_port().map_err(|e| e.to_string())?,
-    );
+    // The control plane binds port 0 and says which ports it got: no port is chosen
+    // here and then taken by someone else before it binds.
+    let address_file = dir.join("discovery.addresses");
+    let _ = std::fs::remove_file(&address_file);
     let log = std::fs::File::create(dir.join("discovery.log")).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(&opts.binary);
     cmd.arg("discovery")
         .arg("--mesh")
         .arg(dir.join("mesh.yaml"))
-        .arg("--grpc-address")
-        .arg(grpc.to_string())
-        .arg("--debug-address")
-        .arg(debug.to_string())
+        .args([
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--debug-address",
+            "127.0.0.1:0",
+        ])
+        .arg("--address-file")
+        .arg(&address_file)
         .args(&opts.discovery_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -343,7 +344,11 @@ async fn start_control_plane(dir: &Path, opts: &Options) -> Result<ControlPlane,
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", opts.binary.display()))?;
-    let mut cp = ControlPlane { child, grpc, debug };
+    let mut cp = ControlPlane {
+        child,
+        grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
+        debug: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = cp.child.try_wait() {
@@ -352,7 +357,13 @@ async fn start_control_plane(dir: &Path, opts: &Options) -> Result<ControlPlane,
                 dir.join("discovery.log").display()
             ));
         }
-        if let Some(r) = http_get(cp.debug, "/ready").await
+        if cp.debug.port() == 0
+            && let Some(bound) = BoundAddresses::read(&address_file)
+        {
+            (cp.grpc, cp.debug) = (bound.grpc, bound.debug);
+        }
+        if cp.debug.port() != 0
+            && let Some(r) = http_get(cp.debug, "/ready").await
             && r.starts_with("HTTP/1.1 200")
         {
             return Ok(cp);
