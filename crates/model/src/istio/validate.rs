@@ -2,7 +2,8 @@
 //! in istio/istio) and the CRD schemas' CEL rules do it, and the checks shared by the
 //! kinds: durations, host names, IPs, labels, ports, `exportTo`, regexes.
 //!
-//! Each kind's `ValidateSpec` impl lives next to its types (`virtual_service.rs`, …).
+//! Each kind's `ValidateSpec` impl lives with its types (`virtual_service/validate.rs`,
+//! `destination_rule/validate.rs`, `gateway.rs`, …).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
