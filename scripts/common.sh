@@ -24,7 +24,7 @@ ensure_build_tools() {
 
 # The lab and the real-traffic tests (crates/cli/tests/traffic.rs) run in network
 # namespaces and need root, ip (iproute2), iptables, setpriv (util-linux), sysctl
-# (procps) and, for the tests, curl. As root on a Debian-like machine this
+# (procps) and, for the tests, curl and openssl (the CA's chains are checked with it). As root on a Debian-like machine this
 # installs what is missing; otherwise it says so, and those tests skip (or fail under
 # CI=true).
 ensure_traffic_tools() {
@@ -32,6 +32,7 @@ ensure_traffic_tools() {
     command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
     command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || missing+=(iptables)
     command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
     command -v setpriv >/dev/null || missing+=(util-linux)
     command -v sysctl >/dev/null || [ -x /usr/sbin/sysctl ] || [ -x /sbin/sysctl ] || missing+=(procps)
     [ ${#missing[@]} -gt 0 ] || return 0

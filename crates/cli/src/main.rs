@@ -83,6 +83,10 @@ enum Command {
         /// The debug API: /ready, /debug/syncz, /debug/registryz, /debug/config_dump?proxyID=.
         #[arg(long, default_value = "127.0.0.1:8080")]
         debug_address: std::net::SocketAddr,
+        /// xDS and the CA over TLS (Istio's 15012), with the control plane's certificate
+        /// from the mesh's CA; `off` serves neither.
+        #[arg(long, value_name = "ADDR|off", default_value = "0.0.0.0:15012", value_parser = parse_optional_address)]
+        secure_grpc_address: MaybeAddress,
         /// Once listening, write the bound addresses here as JSON
         /// (`{"grpc":ADDR,"debug":ADDR}`): with port 0 in an address, the port chosen.
         #[arg(long, value_name = "FILE")]
@@ -113,6 +117,18 @@ enum Command {
         name: String,
         #[command(subcommand)]
         command: isthmus_lab::cli::LabCommand,
+    },
+    /// Make a plug-in CA for a multicluster mesh, in Istio's cacerts layout: one root
+    /// (DIR/root-cert.pem, reused if present) and an intermediate per cluster
+    /// (DIR/NAME/{ca-cert,ca-key,root-cert,cert-chain}.pem), so clusters share a root of
+    /// trust but not a signing key. Point mesh.yaml `ca.cacerts` at DIR/NAME.
+    CreateCacerts {
+        /// The directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// A cluster to make an intermediate for (repeat for each).
+        #[arg(long = "cluster", value_name = "NAME", required = true)]
+        clusters: Vec<String>,
     },
     /// Benchmarks that print their figures.
     Bench {
@@ -357,9 +373,13 @@ enum Bench {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    isthmus_xds::secure::install_crypto_provider();
     // Commands that print findings themselves log only errors unless RUST_LOG says otherwise.
     let default_filter = match cli.command {
-        Command::Registry { .. } | Command::Analyze { .. } | Command::Bench { .. } => "error",
+        Command::Registry { .. }
+        | Command::Analyze { .. }
+        | Command::Bench { .. }
+        | Command::CreateCacerts { .. } => "error",
         // The agent's own events and Envoy's log lines (target `envoy`).
         Command::Agent(_) | Command::Discovery { .. } | Command::App { .. } => "info",
         Command::Lab { .. } => "warn",
@@ -380,6 +400,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A listen address, or `off` for none.
+#[derive(Clone, Debug)]
+struct MaybeAddress(Option<std::net::SocketAddr>);
+
+fn parse_optional_address(s: &str) -> Result<MaybeAddress, String> {
+    if s == "off" {
+        return Ok(MaybeAddress(None));
+    }
+    s.parse()
+        .map(|a| MaybeAddress(Some(a)))
+        .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:15012, or `off`"))
 }
 
 /// A duration in Go's syntax: `10ms`, `1.5s`, `0`.
@@ -461,6 +494,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mesh,
             grpc_address,
             debug_address,
+            secure_grpc_address,
             address_file,
             debounce,
             debounce_max,
@@ -470,6 +504,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = isthmus_xds::discovery::DiscoveryOptions {
                 grpc_address,
                 debug_address,
+                secure_grpc_address: secure_grpc_address.0,
                 address_file,
             };
             let push = isthmus_xds::server::PushOptions {
@@ -543,6 +578,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let code = runtime.block_on(isthmus_apps::run::run(&opts, shutdown_signal()))?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::CreateCacerts { out, clusters } => {
+            let made = isthmus_ca::create_cacerts(&out, &clusters)?;
+            let root = out.join("root-cert.pem");
+            if made.new_root {
+                println!(
+                    "root CA: {} (its key: {}; keep it offline)",
+                    root.display(),
+                    out.join(isthmus_ca::ROOT_KEY).display()
+                );
+            } else {
+                println!("root CA: {} (existing, reused)", root.display());
+            }
+            for dir in &made.clusters {
+                println!(
+                    "intermediate CA: {}/ (mesh.yaml ca.cacerts: {})",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
             what:

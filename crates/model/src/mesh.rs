@@ -110,9 +110,70 @@ pub struct MeshConfig {
     /// meshConfig.outboundTrafficPolicy).
     #[serde(default)]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// The certificate authority in the control plane.
+    #[serde(default)]
+    pub ca: CaConfig,
     /// The directory `mesh.yaml` was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The control plane's certificate authority (mesh.yaml `ca`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaConfig {
+    /// A plug-in CA: a directory in Istio's `cacerts` layout (`ca-cert.pem`,
+    /// `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`). Without it, a self-signed root
+    /// is made and kept in `stateDir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cacerts: Option<PathBuf>,
+    /// Where the control plane keeps what it generates (the self-signed root);
+    /// default `.isthmus` beside mesh.yaml.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Validity of workload certificates (Istio's DEFAULT_WORKLOAD_CERT_TTL, 24h).
+    #[serde(default = "default_workload_cert_ttl", rename = "workloadCertTTL")]
+    pub workload_cert_ttl: String,
+    /// The longest validity a workload may ask for (Istio's MAX_WORKLOAD_CERT_TTL, 90 days).
+    #[serde(
+        default = "default_max_workload_cert_ttl",
+        rename = "maxWorkloadCertTTL"
+    )]
+    pub max_workload_cert_ttl: String,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig {
+            cacerts: None,
+            state_dir: default_state_dir(),
+            workload_cert_ttl: default_workload_cert_ttl(),
+            max_workload_cert_ttl: default_max_workload_cert_ttl(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".isthmus")
+}
+fn default_workload_cert_ttl() -> String {
+    "24h".into()
+}
+fn default_max_workload_cert_ttl() -> String {
+    "2160h".into()
+}
+
+/// Who signs a cluster's service-account tokens: the public keys a token is checked
+/// against when a workload of that cluster asks the CA for a certificate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountIssuer {
+    /// A JWKS document with the issuer's public keys (what the API server serves at
+    /// `/openid/v1/jwks`).
+    pub jwks: PathBuf,
+    /// The tokens' `iss`, checked when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,6 +183,10 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkId>,
     pub source: ClusterSource,
+    /// The issuer of the cluster's service-account tokens, to authenticate its
+    /// workloads at the CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_issuer: Option<ServiceAccountIssuer>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -345,6 +410,45 @@ impl MeshConfig {
                 }
             }
         }
+        for (i, c) in self.clusters.iter().enumerate() {
+            if let Some(issuer) = &c.service_account_issuer {
+                let jwks = self.resolve(&issuer.jwks);
+                if !jwks.is_file() {
+                    out.push(err(
+                        format!("clusters[{i}].serviceAccountIssuer.jwks"),
+                        format!("cluster {}: {} is not a file (the issuer's public keys as JWKS; the path is relative to mesh.yaml)", c.name, jwks.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(dir) = &self.ca.cacerts
+            && !self.resolve(dir).is_dir()
+        {
+            out.push(err(
+                "ca.cacerts".into(),
+                format!("{} is not a directory (a cacerts directory in Istio's layout; `isthmus create-cacerts` makes one)", self.resolve(dir).display()),
+            ));
+        }
+        for (field, value) in [
+            ("ca.workloadCertTTL", &self.ca.workload_cert_ttl),
+            ("ca.maxWorkloadCertTTL", &self.ca.max_workload_cert_ttl),
+        ] {
+            if parse_duration(value).is_none_or(|d| d.is_zero()) {
+                out.push(err(
+                    field.into(),
+                    format!("{value:?} is not a positive duration such as 24h"),
+                ));
+            }
+        }
+        if self.workload_cert_ttl() > self.max_workload_cert_ttl() {
+            out.push(err(
+                "ca.workloadCertTTL".into(),
+                format!(
+                    "{} is longer than ca.maxWorkloadCertTTL {}",
+                    self.ca.workload_cert_ttl, self.ca.max_workload_cert_ttl
+                ),
+            ));
+        }
         if parse_duration(&self.gateway_hostname_refresh).is_none_or(|d| d.is_zero()) {
             out.push(err(
                 "gatewayHostnameRefresh".into(),
@@ -371,6 +475,17 @@ impl MeshConfig {
 
     pub fn is_config_cluster(&self, id: &ClusterId) -> bool {
         self.config_clusters.contains(id)
+    }
+
+    /// Validity of workload certificates.
+    pub fn workload_cert_ttl(&self) -> Duration {
+        parse_duration(&self.ca.workload_cert_ttl).unwrap_or(Duration::from_secs(24 * 3600))
+    }
+
+    /// The longest validity a workload may ask for.
+    pub fn max_workload_cert_ttl(&self) -> Duration {
+        parse_duration(&self.ca.max_workload_cert_ttl)
+            .unwrap_or(Duration::from_secs(90 * 24 * 3600))
     }
 
     /// How often gateway hostnames are resolved again.

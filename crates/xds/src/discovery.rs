@@ -55,6 +55,17 @@ pub enum DiscoveryError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen for xDS and the CA over TLS on {addr}: {source} (is another control plane running? choose another --secure-grpc-address, or `off`)"
+    )]
+    SecureBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("certificate authority: {0}")]
+    Ca(#[from] isthmus_ca::CaError),
+    #[error(transparent)]
+    Secure(#[from] crate::secure::SecureError),
     #[error("xDS server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("debug API failed: {0}")]
@@ -68,7 +79,9 @@ pub struct DiscoveryOptions {
     pub grpc_address: SocketAddr,
     /// The debug API and `/ready`.
     pub debug_address: SocketAddr,
-    /// Once both listeners are bound, their addresses are written here as JSON
+    /// xDS and the CA over TLS (Istio's 15012); `None` serves neither the CA nor TLS.
+    pub secure_grpc_address: Option<SocketAddr>,
+    /// Once the listeners are bound, their addresses are written here as JSON
     /// (`{"grpc": ADDR, "debug": ADDR}`), so whoever started the control plane with
     /// port 0 learns the ports it got (as Envoy's `--admin-address-path`).
     pub address_file: Option<std::path::PathBuf>,
@@ -79,6 +92,8 @@ pub struct DiscoveryOptions {
 pub struct BoundAddresses {
     pub grpc: SocketAddr,
     pub debug: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<SocketAddr>,
 }
 
 impl BoundAddresses {
@@ -152,10 +167,17 @@ pub async fn run_with_push(
             addr: opts.debug_address,
             source,
         })?;
+    let secure = match opts.secure_grpc_address {
+        Some(addr) => {
+            Some(listen(addr).map_err(|source| DiscoveryError::SecureBind { addr, source })?)
+        }
+        None => None,
+    };
     if let Some(path) = &opts.address_file {
         let bound = BoundAddresses {
             grpc: grpc.local_addr().unwrap_or(opts.grpc_address),
             debug: debug.local_addr().unwrap_or(opts.debug_address),
+            secure: secure.as_ref().and_then(|l| l.local_addr().ok()),
         };
         bound
             .write(path)
@@ -164,7 +186,17 @@ pub async fn run_with_push(
                 source,
             })?;
     }
-    serve(mesh, Listeners { grpc, debug }, push, shutdown).await
+    serve(
+        mesh,
+        Listeners {
+            grpc,
+            debug,
+            secure,
+        },
+        push,
+        shutdown,
+    )
+    .await
 }
 
 /// The control plane's listeners, bound by the caller (a test binds port 0 and passes
@@ -174,6 +206,8 @@ pub struct Listeners {
     pub grpc: tokio::net::TcpListener,
     /// The debug API and `/ready`.
     pub debug: tokio::net::TcpListener,
+    /// xDS and the CA over TLS (Istio's 15012), if served.
+    pub secure: Option<tokio::net::TcpListener>,
 }
 
 /// Serves on listeners already bound until `shutdown` resolves.
@@ -183,7 +217,17 @@ pub async fn serve(
     push: PushOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DiscoveryError> {
-    let Listeners { grpc, debug } = listeners;
+    let Listeners {
+        grpc,
+        debug,
+        secure,
+    } = listeners;
+    // The CA and the TLS identity first: a broken cacerts directory stops start-up
+    // with its message before anything serves.
+    let secure = match secure {
+        Some(listener) => Some((listener, SecureParts::load(&mesh)?)),
+        None => None,
+    };
     let controller = Arc::new(Controller::start(&mesh));
     let generator = Arc::new(IstioGenerator::for_mesh(&mesh));
     let server = DiscoveryServer::with_options(controller.watch(), generator, push);
@@ -216,6 +260,20 @@ pub async fn serve(
             })
             .await
     });
+    let secure = secure.map(|(listener, parts)| {
+        let mut stop = stop_rx.clone();
+        let ads = server.service();
+        tokio::spawn(async move {
+            let _rotation = AbortOnDrop(parts.identity.rotate(parts.ca.clone()));
+            tonic::transport::Server::builder()
+                .add_service(ads)
+                .add_service(isthmus_ca::CaService::new(parts.ca, parts.verifier).server())
+                .serve_with_incoming_shutdown(parts.identity.incoming(listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    });
     let mut stop_grpc = stop_rx;
     tonic::transport::Server::builder()
         .add_service(server.service())
@@ -235,9 +293,48 @@ pub async fn serve(
             },
         )
         .await?;
+    if let Some(secure) = secure {
+        match secure.await {
+            Ok(r) => r?,
+            Err(e) => return Err(DiscoveryError::Debug(std::io::Error::other(e.to_string()))),
+        }
+    }
     match http.await {
         Ok(r) => r.map_err(DiscoveryError::Debug),
         Err(e) => Err(DiscoveryError::Debug(std::io::Error::other(e.to_string()))),
+    }
+}
+
+/// What 15012 serves with: the CA, who may use it, and the control plane's certificate.
+struct SecureParts {
+    ca: Arc<isthmus_ca::CertificateAuthority>,
+    verifier: Arc<isthmus_ca::TokenVerifier>,
+    identity: crate::secure::TlsIdentity,
+}
+
+impl SecureParts {
+    fn load(mesh: &MeshConfig) -> Result<Self, DiscoveryError> {
+        let ca = Arc::new(isthmus_ca::authority_for_mesh(mesh)?);
+        let verifier = Arc::new(isthmus_ca::verifier_for_mesh(mesh)?);
+        let identity = crate::secure::TlsIdentity::issue(
+            &ca,
+            crate::secure::dns_names(&mesh.system_namespace),
+            mesh.workload_cert_ttl(),
+        )?;
+        tracing::info!(source = ?ca.source(), roots = ca.roots().len(), trust_domain = ca.trust_domain(), "certificate authority ready");
+        Ok(SecureParts {
+            ca,
+            verifier,
+            identity,
+        })
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod generator;
 pub mod proxy;
 pub mod resources;
+pub mod secure;
 pub mod server;
 
 pub use generator::Generator;

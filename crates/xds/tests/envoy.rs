@@ -119,6 +119,7 @@ async fn envoy_gets_clusters_and_endpoints(api_type: &str) {
     let listeners = Listeners {
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         debug: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        secure: None,
     };
     let grpc = listeners.grpc.local_addr().unwrap().port();
     let debug_addr = listeners.debug.local_addr().unwrap();
