@@ -71,6 +71,11 @@ pub fn node_metadata(config: &AgentConfig) -> Map<String, Value> {
         "REQUESTED_NETWORK_VIEW",
         &config.requested_network_view.join(","),
     );
+    // The agent serves the workload certificate over SDS: the control plane may give
+    // this proxy mesh mTLS.
+    if config.identity.is_some() {
+        meta.insert("SDS".into(), Value::String("true".into()));
+    }
     // Labels from ISTIO_METAJSON_LABELS were merged into config.labels already; an
     // ISTIO_META_LABELS that is an object is merged here.
     let labels = &config.labels;
@@ -173,13 +178,65 @@ fn xds_cluster(config: &AgentConfig) -> Value {
     if discovery.ip().is_none() {
         cluster["dns_lookup_family"] = "V4_ONLY".into();
     }
+    if let Some(identity) = &config.identity {
+        // xDS over TLS (15012): the control plane's certificate must chain to the mesh's
+        // root and carry its name. Envoy presents no certificate of its own here.
+        cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": identity.ca_server_name,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {
+                        "trusted_ca": { "filename": identity.root_cert },
+                        "match_typed_subject_alt_names": [{
+                            "san_type": "DNS",
+                            "matcher": { "exact": identity.ca_server_name },
+                        }],
+                    },
+                },
+            },
+        });
+    }
     cluster
+}
+
+/// The `sds-grpc` cluster: the agent's SDS server on a Unix socket (Istio's name).
+fn sds_cluster(socket: &std::path::Path) -> Value {
+    json!({
+        "name": crate::sds::SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": crate::sds::SDS_CLUSTER,
+            "endpoints": [{
+                "lb_endpoints": [{
+                    "endpoint": { "address": { "pipe": { "path": socket } } }
+                }]
+            }]
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} }
+            }
+        }
+    })
 }
 
 /// The whole bootstrap, as Envoy's JSON.
 pub fn bootstrap(config: &AgentConfig) -> Result<Value, Error> {
     validate(config)?;
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
+    let mut clusters = vec![xds_cluster(config)];
+    if config.identity.is_some() {
+        let socket = config
+            .sds_socket
+            .as_deref()
+            .ok_or_else(|| Error::Config("a workload identity needs an SDS socket path".into()))?;
+        clusters.push(sds_cluster(socket));
+    }
     Ok(json!({
         "node": {
             "id": node_id(config),
@@ -198,7 +255,7 @@ pub fn bootstrap(config: &AgentConfig) -> Result<Value, Error> {
             "lds_config": ads,
         },
         "static_resources": {
-            "clusters": [xds_cluster(config)],
+            "clusters": clusters,
         },
         // As Istio does: an explicit (unlimited) downstream connection limit, which
         // also keeps Envoy from warning at every start that there is none.

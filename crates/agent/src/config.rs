@@ -178,6 +178,13 @@ pub struct AgentConfig {
     pub envoy_binary: Option<PathBuf>,
     /// How long listeners drain on shutdown before Envoy is stopped; default 5 s.
     pub drain_duration: Duration,
+    /// The workload's identity: with it, the agent gets a certificate from the CA and
+    /// serves it to Envoy over SDS, and Envoy talks to the control plane over TLS
+    /// (checked against the same root). Without it, plaintext xDS and no certificate.
+    pub identity: Option<crate::identity::IdentityConfig>,
+    /// The SDS socket the bootstrap names; [`crate::Agent::start`] picks one when the
+    /// identity is set and this is not.
+    pub sds_socket: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -201,6 +208,8 @@ impl Default for AgentConfig {
             config_dir: None,
             envoy_binary: None,
             drain_duration: DEFAULT_DRAIN,
+            identity: None,
+            sds_socket: None,
         }
     }
 }

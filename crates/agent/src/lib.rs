@@ -19,7 +19,9 @@ mod config;
 pub mod envoy;
 mod error;
 pub mod http;
+pub mod identity;
 pub mod readiness;
+pub mod sds;
 mod supervisor;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -55,14 +57,34 @@ pub struct Agent {
     bootstrap_path: PathBuf,
     configured_admin: SocketAddr,
     readiness_address: SocketAddr,
+    /// The workload certificate, once the CA issued one.
+    certs: watch::Receiver<Option<Arc<identity::WorkloadCertificate>>>,
+    sds_socket: Option<PathBuf>,
+    /// The SDS server and the certificate keeper, stopped with the agent.
+    identity_tasks: Vec<JoinHandle<()>>,
     /// The default config directory, removed when the agent goes.
     _temp_dir: Option<tempfile::TempDir>,
+    /// The SDS socket's directory, removed when the agent goes.
+    _sds_dir: Option<tempfile::TempDir>,
 }
 
 impl Agent {
     /// Writes the bootstrap, binds the readiness port, starts Envoy, and returns once
     /// Envoy's process is running (not yet ready: see [`readiness::check`]).
-    pub async fn start(config: AgentConfig) -> Result<Agent, Error> {
+    pub async fn start(mut config: AgentConfig) -> Result<Agent, Error> {
+        // The SDS socket: a short path (a socket path holds at most 107 bytes).
+        let mut sds_dir = None;
+        if config.identity.is_some() && config.sds_socket.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("isthmus-sds-")
+                .tempdir()
+                .map_err(|source| Error::WriteBootstrap {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            config.sds_socket = Some(dir.path().join("socket"));
+            sds_dir = Some(dir);
+        }
         let bootstrap = bootstrap::bootstrap_json(&config)?;
         let envoy_binary = envoy::locate(config.envoy_binary.as_deref()).await?;
 
@@ -97,6 +119,27 @@ impl Agent {
             })?;
         let readiness_address = listener.local_addr().unwrap_or(readiness_address);
 
+        // The certificate first: Envoy asks for it over SDS as soon as it starts.
+        let (cert_tx, certs) = watch::channel(None);
+        let mut identity_tasks = Vec::new();
+        if let (Some(identity), Some(socket)) = (&config.identity, &config.sds_socket) {
+            let server = sds::SdsServer::new(certs.clone());
+            identity_tasks.push(
+                server
+                    .serve(socket)
+                    .map_err(|source| Error::WriteBootstrap {
+                        path: socket.clone(),
+                        source,
+                    })?,
+            );
+            identity_tasks.push(tokio::spawn(identity::keep_certificate(
+                identity.clone(),
+                config.cluster_id.clone(),
+                config.namespace.clone(),
+                config.service_account.clone(),
+                cert_tx,
+            )));
+        }
         let draining = Arc::new(AtomicBool::new(false));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (status_tx, status) = watch::channel(EnvoyStatus::default());
@@ -125,6 +168,7 @@ impl Agent {
         let app = readiness::router(ReadinessState {
             envoy: status.clone(),
             draining,
+            certs: certs.clone(),
         });
         let readiness = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -141,8 +185,27 @@ impl Agent {
             bootstrap_path,
             configured_admin: config.admin_address,
             readiness_address,
+            certs,
+            identity_tasks,
+            sds_socket: config.sds_socket.clone(),
             _temp_dir: temp_dir,
+            _sds_dir: sds_dir,
         })
+    }
+
+    /// The SDS socket Envoy reads its certificates from (with an identity).
+    pub fn sds_socket(&self) -> Option<&Path> {
+        self.sds_socket.as_deref()
+    }
+
+    /// The workload certificate the agent holds now, if the CA issued one.
+    pub fn certificate(&self) -> Option<Arc<identity::WorkloadCertificate>> {
+        self.certs.borrow().clone()
+    }
+
+    /// The workload certificate, to wait on changes.
+    pub fn watch_certificate(&self) -> watch::Receiver<Option<Arc<identity::WorkloadCertificate>>> {
+        self.certs.clone()
     }
 
     /// Envoy's state now: its pid, restarts, and how it last exited.
@@ -190,6 +253,9 @@ impl Agent {
         if let Some(readiness) = self.readiness.take() {
             readiness.abort();
         }
+        for task in self.identity_tasks.drain(..) {
+            task.abort();
+        }
         result
     }
 
@@ -219,6 +285,9 @@ impl Drop for Agent {
         }
         if let Some(readiness) = self.readiness.take() {
             readiness.abort();
+        }
+        for task in self.identity_tasks.drain(..) {
+            task.abort();
         }
     }
 }

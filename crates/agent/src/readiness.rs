@@ -31,6 +31,8 @@ pub(crate) struct ReadinessState {
     pub envoy: tokio::sync::watch::Receiver<crate::EnvoyStatus>,
     /// Set when the agent starts shutting down: a draining proxy is not ready.
     pub draining: Arc<AtomicBool>,
+    /// The workload certificate, for `/healthz/certificate`.
+    pub certs: tokio::sync::watch::Receiver<Option<Arc<crate::identity::WorkloadCertificate>>>,
 }
 
 /// Asks Envoy's admin whether the proxy is ready: `Ok(())`, or what is missing.
@@ -106,9 +108,41 @@ async fn healthz_ready(State(state): State<ReadinessState>) -> (StatusCode, Stri
     }
 }
 
+/// `GET /healthz/certificate`: the workload certificate's identity, serial and
+/// validity, and how long until it expires (JSON); 503 while there is none.
+async fn healthz_certificate(State(state): State<ReadinessState>) -> (StatusCode, String) {
+    let current = state.certs.borrow().clone();
+    let Some(cert) = current else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no workload certificate (none requested, or the CA has not answered yet)\n".into(),
+        );
+    };
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let expires_in = cert
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let body = serde_json::json!({
+        "identity": cert.identity,
+        "serial": cert.serial,
+        "notBefore": secs(cert.not_before),
+        "notAfter": secs(cert.not_after),
+        "expiresInSeconds": expires_in,
+        "renewAt": secs(cert.renew_at()),
+    });
+    (StatusCode::OK, format!("{body}\n"))
+}
+
 pub(crate) fn router(state: ReadinessState) -> Router {
     Router::new()
         .route("/healthz/ready", get(healthz_ready))
+        .route("/healthz/certificate", get(healthz_certificate))
         .with_state(state)
 }
 

@@ -397,7 +397,6 @@ fn bad_enum_value() {
             file: "ratings-dr.yaml",
         },
     );
-    // (SIMPLE rather than ISTIO_MUTUAL: mesh mTLS is not built yet, which ISM0007 says.)
     assert_clean(&env.analyze(&[("ratings-dr.yaml", &dr("SIMPLE"))]));
 }
 
@@ -1333,29 +1332,38 @@ fn not_enforced(a: &Analysis) -> Vec<String> {
 }
 
 #[test]
-fn istio_mutual_client_tls_is_not_enforced_yet() {
+fn not_enforced_fields_warn_and_istio_mutual_is_enforced() {
     let env = Env::new();
     let dr = obj(
         "DestinationRule",
         "bookinfo",
         "reviews",
-        "host: reviews\ntrafficPolicy:\n  tls:\n    mode: ISTIO_MUTUAL\nsubsets:\n- name: v1\n  labels: {version: v1}\n",
+        "host: reviews\ntrafficPolicy:\n  tunnel: {targetHost: proxy.example.com, targetPort: 3128}\nsubsets:\n- name: v1\n  labels: {version: v1}\n",
     );
     let a = env.analyze(&[("dr.yaml", &dr)]);
     let d = expect_not_enforced(
         &a,
         ("DestinationRule", "bookinfo", "reviews"),
-        "spec.trafficPolicy.tls.mode",
+        "spec.trafficPolicy.tunnel",
         "dr.yaml",
-        "accepted, not enforced yet: DestinationRule tls.mode ISTIO_MUTUAL: Istio originates mutual TLS with the mesh's own certificates; Isthmus has no mesh mTLS yet and sends plaintext",
+        "accepted, not enforced yet: DestinationRule trafficPolicy.tunnel: Istio tunnels TCP connections to the host through the HTTP proxy at targetHost:targetPort (CONNECT or POST); Isthmus connects to the host directly",
     );
     assert_eq!(d.line, Some(1));
     assert_eq!(a.findings.len(), 1, "{}", show(&a));
     // A warning: the config is valid, and analyze exits 0 for it.
     assert!(!a.has_errors());
-    assert!(render(&a).starts_with("Warning [ISM0007] (DestinationRule bookinfo/reviews) spec.trafficPolicy.tls.mode: accepted, not enforced yet: DestinationRule tls.mode ISTIO_MUTUAL: "));
-    // SIMPLE is enforced.
-    assert_clean(&env.analyze(&[("dr.yaml", &dr.replace("ISTIO_MUTUAL", "SIMPLE"))]));
+    assert!(render(&a).starts_with("Warning [ISM0007] (DestinationRule bookinfo/reviews) spec.trafficPolicy.tunnel: accepted, not enforced yet: DestinationRule trafficPolicy.tunnel: "));
+    // Mesh mTLS is enforced: ISTIO_MUTUAL (and SIMPLE) are clean.
+    let tls = |mode: &str| {
+        obj(
+            "DestinationRule",
+            "bookinfo",
+            "reviews",
+            &format!("host: reviews\ntrafficPolicy:\n  tls:\n    mode: {mode}\n"),
+        )
+    };
+    assert_clean(&env.analyze(&[("dr.yaml", &tls("ISTIO_MUTUAL"))]));
+    assert_clean(&env.analyze(&[("dr.yaml", &tls("SIMPLE"))]));
 }
 
 #[test]
@@ -1726,7 +1734,7 @@ fn istio_sample_against_istios_bookinfo_is_clean() {
 }
 
 #[test]
-fn istio_samples_use_only_enforced_fields_but_for_mesh_mtls_and_auto_passthrough() {
+fn istio_samples_use_only_enforced_fields_but_for_auto_passthrough() {
     // Each file alone: several define objects of the same name.
     let mut got = Vec::new();
     let mut files = 0;
@@ -1752,14 +1760,10 @@ fn istio_samples_use_only_enforced_fields_but_for_mesh_mtls_and_auto_passthrough
         }
     }
     assert!(files >= 28, "{files}");
-    let mtls = "destination-rule-all-mtls.yaml: DestinationRule default/";
+    // Mesh mTLS (destination-rule-all-mtls.yaml) is enforced; AUTO_PASSTHROUGH not yet.
     assert_eq!(
         got,
         [
-            format!("{mtls}details spec.trafficPolicy.tls.mode"),
-            format!("{mtls}productpage spec.trafficPolicy.tls.mode"),
-            format!("{mtls}ratings spec.trafficPolicy.tls.mode"),
-            format!("{mtls}reviews spec.trafficPolicy.tls.mode"),
             "expose-services.yaml: Gateway default/cross-network-gateway spec.servers[0].tls.mode"
                 .to_string(),
         ]

@@ -229,6 +229,31 @@ struct AgentArgs {
     /// How long listeners drain on shutdown before Envoy is stopped.
     #[arg(long, value_name = "N", default_value_t = 5)]
     drain_seconds: u64,
+    /// The mesh's root certificate(s). With it the agent gets the workload's
+    /// certificate from the CA (at --ca-address) and serves it to Envoy over SDS, and
+    /// Envoy's xDS connection uses TLS checked against it (use the control plane's
+    /// 15012 as --discovery-address).
+    #[arg(long, value_name = "PEM")]
+    ca_root_cert: Option<PathBuf>,
+    /// The CA's address (default: the discovery address).
+    #[arg(long, value_name = "HOST:PORT", env = "CA_ADDR")]
+    ca_address: Option<isthmus_agent::DiscoveryAddress>,
+    /// The name the control plane's certificate must carry.
+    #[arg(long, value_name = "DNS", default_value = "istiod.istio-system.svc")]
+    ca_server_name: String,
+    /// The pod's service-account token (audience istio-ca), read at every request.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/run/secrets/tokens/istio-token"
+    )]
+    token_file: PathBuf,
+    /// The trust domain of the workload's identity.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// The workload certificate's requested validity (0: the CA's default).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    workload_cert_ttl: Duration,
 }
 
 impl AgentArgs {
@@ -256,7 +281,21 @@ impl AgentArgs {
             config_dir: self.config_dir,
             envoy_binary: self.envoy,
             drain_duration: Duration::from_secs(self.drain_seconds),
+            identity: None,
+            sds_socket: None,
         };
+        if let Some(root_cert) = self.ca_root_cert {
+            config.identity = Some(isthmus_agent::identity::IdentityConfig {
+                ca_address: self
+                    .ca_address
+                    .unwrap_or_else(|| config.discovery_address.clone()),
+                ca_server_name: self.ca_server_name,
+                root_cert,
+                token_file: self.token_file,
+                trust_domain: self.trust_domain,
+                requested_ttl: self.workload_cert_ttl,
+            });
+        }
         config.apply_istio_meta_env(std::env::vars());
         config
     }
@@ -368,6 +407,23 @@ enum Bench {
         /// Where the benchmark's lab lives while it runs (removed afterwards).
         #[arg(long, default_value = "/run/isthmus-lab-bench")]
         dir: PathBuf,
+    },
+    /// The CA (ECDSA P-256): certificates signed per second on one core, and the time
+    /// for N agents starting at once to all hold certificates from `isthmus discovery`
+    /// run as a child process (over TLS, with service-account tokens).
+    Ca {
+        /// How long each one-core loop runs, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Agents starting at once (0: only the one-core figures).
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// The `isthmus` binary whose `discovery` is measured (default: this one).
+        #[arg(long, value_name = "PATH")]
+        control_plane: Option<PathBuf>,
+        /// Keep the control plane's directory and log.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -636,6 +692,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runtime.block_on(isthmus_bench::xds::run(&shape, &opts))
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                Bench::Ca {
+                    seconds,
+                    agents,
+                    control_plane,
+                    keep,
+                },
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let opts = isthmus_bench::ca::Options {
+                binary: match control_plane {
+                    Some(p) => p,
+                    None => std::env::current_exe().context("cannot find the isthmus binary")?,
+                },
+                seconds,
+                agents,
+                keep,
+            };
+            match runtime.block_on(isthmus_bench::ca::run(&opts)) {
+                Ok(report) => {
+                    print!("{report}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(report) => {
+                    print!("{report}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Bench {
             what: Bench::Lab { dir },

@@ -785,3 +785,116 @@ fn no_request_is_lost_when_pods_go_away() {
     let row = status_row(&after, &pods(&after)[0]).unwrap();
     assert_eq!(row[4], "yes", "{after}");
 }
+
+/// An echo workload (the stand-in for an image the lab does not know) with its own
+/// service account, in `default` (sidecar injected).
+const ECHO: &str = "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: echo
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  labels: {app: echo}
+spec:
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo, version: v1}
+    spec:
+      serviceAccountName: echo
+      containers:
+      - name: echo
+        image: example.com/echo:1
+        ports:
+        - containerPort: 8080
+";
+
+#[test]
+fn sidecars_talk_mutual_tls_with_their_spiffe_identities() {
+    let Some(lab) = TestLab::new("mtls") else {
+        return;
+    };
+    let echo = lab.dir.path().join("echo.yaml");
+    std::fs::write(&echo, ECHO).unwrap();
+    let curl = sample("curl/curl.yaml");
+    lab.ok(&["up", "-f", &curl, "-f", echo.to_str().unwrap()]);
+    // The same curl without a sidecar, in a namespace without injection.
+    lab.ok(&["apply", "cluster1", "-n", "plain", "-f", &curl]);
+
+    // Sidecar to sidecar: mesh mTLS, and the app sees the caller's identity.
+    let answer = lab.until("echo through mTLS", Duration::from_secs(10), || {
+        let o = lab.sh("curl -s -m 3 http://echo/hello");
+        if o.contains("service=echo") {
+            Ok(o)
+        } else {
+            Err(o)
+        }
+    });
+    let xfcc = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("header: x-forwarded-client-cert="))
+        .unwrap_or_else(|| panic!("no x-forwarded-client-cert: {answer}"));
+    assert!(
+        xfcc.contains("By=spiffe://cluster.local/ns/default/sa/echo")
+            && xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/curl"),
+        "{xfcc}"
+    );
+    let handshakes = lab.sh(
+        "curl -s 'http://127.0.0.1:15000/stats?filter=outbound.80..echo.default.svc.cluster.local.ssl.handshake'",
+    );
+    assert!(
+        handshakes.contains("ssl.handshake: ") && !handshakes.contains("ssl.handshake: 0"),
+        "the curl pod's sidecar used TLS to echo: {handshakes}"
+    );
+    // Its certificate, as the agent reports it.
+    let cert = lab.sh("curl -s http://127.0.0.1:15021/healthz/certificate");
+    assert!(
+        cert.contains("\"identity\":\"spiffe://cluster.local/ns/default/sa/curl\""),
+        "{cert}"
+    );
+
+    // A pod without a sidecar (so without ClusterIPs: it calls the pod's address)
+    // still reaches it in plaintext (PERMISSIVE), and no identity is claimed for it.
+    let status = lab.ok(&["status"]);
+    let echo_ip = status
+        .lines()
+        .find(|l| l.contains("default/echo-"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no echo pod: {status}"))
+        .to_string();
+    let url = format!("http://{echo_ip}:8080/plain");
+    let plain = lab.until("echo from a plain pod", Duration::from_secs(10), || {
+        let out = lab.cmd(&[
+            "exec",
+            "cluster1",
+            "plain/curl",
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            &url,
+        ]);
+        let o = String::from_utf8_lossy(&out.stdout).into_owned();
+        if o.contains("service=echo") {
+            Ok(o)
+        } else {
+            Err(format!("{o}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    });
+    assert!(!plain.contains("x-forwarded-client-cert"), "{plain}");
+}

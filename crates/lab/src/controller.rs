@@ -255,6 +255,8 @@ impl Lab {
         // cannot reach it where it is (a checkout under /root).
         self.state.envoy = Some(runnable_by_others(&envoy, &self.dir.join("bin"))?);
         self.state.topology = Some(topology.clone());
+        let names: Vec<String> = topology.clusters.iter().map(|c| c.name.clone()).collect();
+        crate::identity::prepare(&self.dir, &names)?;
         self.write_mesh(&topology)?;
         for c in &topology.clusters {
             progress(&format!(
@@ -333,7 +335,10 @@ impl Lab {
                 containers: vec![(
                     "discovery".into(),
                     "isthmus".into(),
-                    vec![("grpc-xds".into(), XDS_PORT)],
+                    vec![
+                        ("grpc-xds".into(), XDS_PORT),
+                        ("https-dns".into(), crate::identity::SECURE_XDS_PORT),
+                    ],
                 )],
                 ready: false,
                 terminating: false,
@@ -431,9 +436,23 @@ impl Lab {
         let clusters: Vec<Value> = t
             .clusters
             .iter()
-            .map(|c| json!({"name": c.name, "network": c.network, "source": {"manifests": format!("clusters/{}", c.name)}}))
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "network": c.network,
+                    "source": {"manifests": format!("clusters/{}", c.name)},
+                    "serviceAccountIssuer": {
+                        "jwks": crate::identity::jwks_file(&c.name),
+                        "issuer": crate::identity::ISSUER,
+                    },
+                })
+            })
             .collect();
-        let mesh = json!({"meshID": t.mesh_id, "clusters": clusters});
+        let mut mesh = json!({"meshID": t.mesh_id, "clusters": clusters});
+        // The control plane signs with its cluster's intermediate of the lab's root.
+        if let Some(cp) = t.clusters.iter().find(|c| c.control_plane) {
+            mesh["ca"] = json!({"cacerts": format!("cacerts/{}", cp.name)});
+        }
         let text = format!(
             "# Written by `isthmus lab up` for topology {:?}: the control plane's view of the lab.\n{}",
             t.name,

@@ -130,10 +130,13 @@ pub enum LabError {
     },
 
     #[error(
-        "{}: a directory above it is closed to other users, so the proxy (uid {PROXY_UID}) cannot run it; use a lab directory under /run or /tmp (--dir)",
+        "{}: a directory above it is closed to other users, so the proxy (uid {PROXY_UID}) cannot use it; use a lab directory under /run or /tmp (--dir)",
         path.display()
     )]
     ClosedDirectory { path: PathBuf },
+
+    #[error("workload identity: {0}")]
+    Identity(#[from] isthmus_ca::CaError),
 
     #[error(
         "{} not ready after {timeout:?}: {} (see `isthmus lab status` and `isthmus lab logs CLUSTER NS/POD [-c CONTAINER]`)",

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod controller;
 mod error;
 mod http;
+pub mod identity;
 pub mod load;
 pub mod publish;
 pub mod readiness;

@@ -16,8 +16,8 @@ use serde_json::json;
 use crate::LabError;
 use crate::apply::obj_id;
 use crate::controller::{
-    ApplyReport, ContainerInfo, Lab, PROXY_UID, PodRole, PodState, READY_TIMEOUT, XDS_PORT,
-    free_address, pod_key,
+    ApplyReport, ContainerInfo, Lab, PROXY_UID, PodRole, PodState, READY_TIMEOUT, free_address,
+    pod_key,
 };
 use crate::runtime::{Capture, PodKey, Process};
 use crate::topology::ClusterSpec;
@@ -172,6 +172,9 @@ impl Lab {
             .filter(|k| self.rt.pod(k).is_some())
             .collect();
         self.rt.delete_pods(&running, POD_GRACE)?;
+        for key in keys {
+            crate::identity::unmount_pod_secrets(&self.dir, &pod_key(cluster, key));
+        }
         if let Some(c) = self.state.clusters.get_mut(cluster) {
             for key in keys {
                 c.pods.remove(key);
@@ -210,6 +213,11 @@ impl Lab {
         } else {
             PodRole::Plain
         };
+        // What Istio's injector adds: the label that says the pod takes mesh mTLS.
+        let mut labels = labels;
+        if role == PodRole::Sidecar {
+            labels.insert("security.istio.io/tlsMode".into(), "istio".into());
+        }
         let service_account = pod_spec
             .service_account_name
             .clone()
@@ -339,6 +347,9 @@ impl Lab {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
+        // What a kubelet mounts: the pod's token and the mesh's root; with them the
+        // agent gets the workload's certificate and Envoy its config over TLS (15012).
+        let secrets = crate::identity::mount_pod_secrets(&self.dir, key, service_account)?;
         let mut args: Vec<OsString> = vec!["agent".into()];
         if router {
             args.push("--router".into());
@@ -351,7 +362,12 @@ impl Lab {
             ("--network", spec.network.clone()),
             ("--mesh-id", mesh_id),
             ("--service-account", service_account.to_string()),
-            ("--discovery-address", format!("{cp_ip}:{XDS_PORT}")),
+            (
+                "--discovery-address",
+                format!("{cp_ip}:{}", crate::identity::SECURE_XDS_PORT),
+            ),
+            ("--ca-root-cert", secrets.root_cert.display().to_string()),
+            ("--token-file", secrets.token.display().to_string()),
             ("--envoy", envoy.display().to_string()),
             ("--drain-seconds", PROXY_DRAIN_SECONDS.to_string()),
         ] {

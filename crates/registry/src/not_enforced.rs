@@ -62,27 +62,32 @@ mod tests {
     fn each_field_is_logged_once_per_object_until_it_changes() {
         let mut log = NotEnforcedLog::default();
         let c = ClusterId::new("c1");
-        let obj = dr("ISTIO_MUTUAL", "");
+        let tunnel = "    tunnel: {targetHost: proxy, targetPort: 3128}\n";
+        let obj = dr("SIMPLE", tunnel);
         let key = obj.key();
         assert_eq!(
             fields(&log.update(&c, &key, Some(&obj))),
-            ["spec.trafficPolicy.tls.mode"]
+            ["spec.trafficPolicy.tunnel"]
         );
         // Applied again, or changed elsewhere: nothing new.
         assert!(log.update(&c, &key, Some(&obj)).is_empty());
+        assert!(
+            log.update(&c, &key, Some(&dr("ISTIO_MUTUAL", tunnel)))
+                .is_empty()
+        );
         let more = dr(
-            "ISTIO_MUTUAL",
-            "    tunnel: {targetHost: proxy, targetPort: 3128}\n",
+            "SIMPLE",
+            &format!("{tunnel}    loadBalancer: {{backendUtilization: {{}}}}\n"),
         );
         assert_eq!(
             fields(&log.update(&c, &key, Some(&more))),
-            ["spec.trafficPolicy.tunnel"]
+            ["spec.trafficPolicy.loadBalancer.backendUtilization"]
         );
         // The field goes, then comes back: logged again.
         assert!(log.update(&c, &key, Some(&dr("SIMPLE", ""))).is_empty());
         assert_eq!(
             fields(&log.update(&c, &key, Some(&obj))),
-            ["spec.trafficPolicy.tls.mode"]
+            ["spec.trafficPolicy.tunnel"]
         );
         // Removed, then added again: logged again.
         assert!(log.update(&c, &key, None).is_empty());

@@ -34,6 +34,10 @@ pub struct Proxy {
     pub labels: BTreeMap<String, String>,
     /// Networks a gateway serves (routers only).
     pub requested_network_view: Vec<NetworkId>,
+    /// Whether the proxy's agent serves it the workload certificate over SDS (node
+    /// metadata `SDS: "true"`, Istio's old name for it): only then is it given mesh
+    /// mTLS, whose secrets come from there.
+    pub sds: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,6 +118,7 @@ impl Proxy {
                         .collect()
                 })
                 .unwrap_or_default(),
+            sds: field(meta, "SDS").is_some_and(|v| v == "true"),
             id,
         })
     }

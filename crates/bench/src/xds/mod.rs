@@ -255,10 +255,10 @@ fn node(shape: &Shape, i: usize) -> Node {
 // The control plane as a child process
 
 /// `isthmus discovery`, killed when dropped.
-struct ControlPlane {
-    child: Child,
-    grpc: SocketAddr,
-    debug: SocketAddr,
+pub(crate) struct ControlPlane {
+    pub(crate) child: Child,
+    pub(crate) grpc: SocketAddr,
+    pub(crate) debug: SocketAddr,
 }
 
 impl Drop for ControlPlane {
@@ -269,7 +269,7 @@ impl Drop for ControlPlane {
 }
 
 /// CPU seconds (user + system) of a process.
-fn cpu_seconds(pid: &str) -> f64 {
+pub(crate) fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -303,7 +303,7 @@ fn threads(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -395,18 +395,18 @@ fn spawn_proxy(
 // Figures
 
 /// Nearest-rank percentile.
-fn pct(v: &[Duration], p: f64) -> Duration {
+pub(crate) fn pct(v: &[Duration], p: f64) -> Duration {
     let mut v = v.to_vec();
     v.sort();
     let rank = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len().max(1));
     v.get(rank - 1).copied().unwrap_or_default()
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-fn mb(b: u64) -> String {
+pub(crate) fn mb(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
 
@@ -441,7 +441,7 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
     if shape.services == 0 || shape.endpoints == 0 {
         return Err("the bench needs at least one service with one endpoint\n".into());
     }
-    let tmp = tempfile_dir()?;
+    let tmp = tempfile_dir("xds")?;
     let dir = tmp.path().to_path_buf();
     let changing =
         write_manifests(&dir, shape).map_err(|e| format!("cannot write the manifests: {e}\n"))?;
@@ -762,13 +762,13 @@ async fn run_inner(shape: &Shape, opts: &Options) -> Result<String, String> {
 }
 
 /// A temporary directory, removed when dropped unless kept.
-struct TempDir(Option<PathBuf>);
+pub(crate) struct TempDir(Option<PathBuf>);
 
 impl TempDir {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.0.as_deref().unwrap_or(Path::new("."))
     }
-    fn keep(mut self) -> PathBuf {
+    pub(crate) fn keep(mut self) -> PathBuf {
         self.0.take().unwrap_or_default()
     }
 }
@@ -781,10 +781,10 @@ impl Drop for TempDir {
     }
 }
 
-fn tempfile_dir() -> Result<TempDir, String> {
+pub(crate) fn tempfile_dir(bench: &str) -> Result<TempDir, String> {
     let base = std::env::temp_dir();
     for n in 0..100u32 {
-        let p = base.join(format!("isthmus-bench-xds-{}-{n}", std::process::id()));
+        let p = base.join(format!("isthmus-bench-{bench}-{}-{n}", std::process::id()));
         if std::fs::create_dir(&p).is_ok() {
             return Ok(TempDir(Some(p)));
         }

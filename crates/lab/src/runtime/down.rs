@@ -168,6 +168,14 @@ impl Runtime {
                 Err(e) => return Err(RuntimeError::io("remove", path, e)),
             }
         }
+        // The pods' mounted tokens go with the pods (the CA material stays with the lab
+        // directory, so a lab brought up again keeps its root).
+        let secrets = dir.join("secrets");
+        match std::fs::remove_dir_all(&secrets) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RuntimeError::io("remove", secrets, e)),
+        }
         if remove_dir && dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| RuntimeError::io("remove", dir, e))?;
             report.dir_removed = true;

@@ -256,13 +256,6 @@ fn load_balancer(n: &mut Notes, p: &str, lb: &LoadBalancerSettings) {
 
 fn client_tls(n: &mut Notes, p: &str, tls: &ClientTlsSettings) {
     let mode = tls.mode.unwrap_or_default();
-    if mode == ClientTlsMode::IstioMutual {
-        n.add(
-            format!("{p}.mode"),
-            "tls.mode ISTIO_MUTUAL",
-            "Istio originates mutual TLS with the mesh's own certificates; Isthmus has no mesh mTLS yet and sends plaintext",
-        );
-    }
     if matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual)
         && tls
             .credential_name
@@ -665,7 +658,6 @@ mod tests {
         assert_eq!(
             fields("DestinationRule", dr),
             [
-                "spec.trafficPolicy.portLevelSettings[0].tls.mode",
                 "spec.trafficPolicy.tunnel",
                 "spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting",
                 "spec.subsets[0].trafficPolicy.proxyProtocol",
@@ -677,15 +669,22 @@ mod tests {
     fn messages_name_the_kind_and_the_field() {
         let n = notes(
             "DestinationRule",
-            "host: reviews\ntrafficPolicy:\n  tls: {mode: ISTIO_MUTUAL}\n",
+            "host: reviews\ntrafficPolicy:\n  tunnel: {targetHost: proxy.example.com, targetPort: 3128}\n",
         );
-        assert_eq!(
-            n,
-            [(
-                "spec.trafficPolicy.tls.mode".to_string(),
-                "accepted, not enforced yet: DestinationRule tls.mode ISTIO_MUTUAL: Istio originates mutual TLS with the mesh's own certificates; Isthmus has no mesh mTLS yet and sends plaintext".to_string()
-            )]
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!(n[0].0, "spec.trafficPolicy.tunnel");
+        assert!(
+            n[0].1.starts_with(
+                "accepted, not enforced yet: DestinationRule trafficPolicy.tunnel: Istio "
+            ),
+            "{n:?}"
         );
+    }
+
+    #[test]
+    fn istio_mutual_is_enforced() {
+        let dr = "host: reviews\ntrafficPolicy:\n  tls: {mode: ISTIO_MUTUAL}\n";
+        assert_eq!(fields("DestinationRule", dr), Vec::<String>::new());
     }
 
     #[test]

@@ -122,6 +122,108 @@ impl ValidateSpec for PeerAuthentication {
     }
 }
 
+/// One PeerAuthentication as composition reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyRef<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// The creation timestamp, RFC 3339 (sorts as time); empty when unknown.
+    pub created: &'a str,
+    pub spec: &'a PeerAuthentication,
+}
+
+/// The mutual TLS a workload accepts: a mode (never `UNSET`) and per-port overrides.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EffectiveMtls {
+    pub mode: EffectiveMode,
+    pub ports: BTreeMap<u32, EffectiveMode>,
+}
+
+/// A composed mode: `UNSET` has been resolved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EffectiveMode {
+    Disable,
+    #[default]
+    Permissive,
+    Strict,
+}
+
+impl EffectiveMtls {
+    /// The mode on `port`.
+    pub fn for_port(&self, port: u32) -> EffectiveMode {
+        self.ports.get(&port).copied().unwrap_or(self.mode)
+    }
+}
+
+fn resolve(mode: Option<MtlsMode>, parent: EffectiveMode) -> EffectiveMode {
+    match mode.unwrap_or_default() {
+        MtlsMode::Unset => parent,
+        MtlsMode::Disable => EffectiveMode::Disable,
+        MtlsMode::Permissive => EffectiveMode::Permissive,
+        MtlsMode::Strict => EffectiveMode::Strict,
+    }
+}
+
+/// The mutual TLS in effect for a workload in `namespace` with `labels`, as Istio's
+/// `ComposePeerAuthentication` (pilot/pkg/security/authn/policy_applier.go) composes
+/// it: PERMISSIVE unless a policy says otherwise; the mesh policy (root namespace, no
+/// selector), then the namespace's (no selector), then the workload's (a selector that
+/// matches, not in the root namespace) each override the level above, `UNSET`
+/// inheriting; among several at one level the oldest wins; the workload policy's
+/// `portLevelMtls` overrides per port (`UNSET` inheriting the workload's mode).
+pub fn compose<'a>(
+    root_namespace: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    policies: impl IntoIterator<Item = PolicyRef<'a>>,
+) -> EffectiveMtls {
+    let older = |a: &PolicyRef, b: &PolicyRef| (a.created, a.name) < (b.created, b.name);
+    let (mut mesh, mut ns, mut workload): (
+        Option<PolicyRef>,
+        Option<PolicyRef>,
+        Option<PolicyRef>,
+    ) = (None, None, None);
+    for p in policies {
+        let selector = p
+            .spec
+            .selector
+            .as_ref()
+            .filter(|s| !s.match_labels.is_empty());
+        let slot = match selector {
+            None if p.namespace == root_namespace => &mut mesh,
+            None if p.namespace == namespace => &mut ns,
+            Some(sel)
+                if p.namespace == namespace
+                    && p.namespace != root_namespace
+                    && sel
+                        .match_labels
+                        .iter()
+                        .all(|(k, v)| labels.get(k) == Some(v)) =>
+            {
+                &mut workload
+            }
+            _ => continue,
+        };
+        if slot.as_ref().is_none_or(|cur| older(&p, cur)) {
+            *slot = Some(p);
+        }
+    }
+    let mut mode = EffectiveMode::Permissive;
+    for level in [mesh, ns, workload].iter().flatten() {
+        mode = resolve(level.spec.mtls.as_ref().and_then(|m| m.mode), mode);
+    }
+    let ports = workload
+        .and_then(|w| w.spec.port_level_mtls.as_ref())
+        .map(|ports| {
+            ports
+                .iter()
+                .map(|(port, m)| (*port, resolve(m.mode, mode)))
+                .collect()
+        })
+        .unwrap_or_default();
+    EffectiveMtls { mode, ports }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::Level::{Error, Warning};
@@ -222,5 +324,96 @@ mod tests {
         assert_issue(&d, Error, "spec.selector.matchLabels.*", "wildcards");
         let d = check(KIND, "mtls: STRICT\n");
         assert_issue(&d, Error, "spec.mtls", "invalid type");
+    }
+
+    #[test]
+    fn composition_follows_istio() {
+        use super::{EffectiveMode, PeerAuthentication, PolicyRef, compose};
+        use std::collections::BTreeMap;
+        let pa = |yaml: &str| -> PeerAuthentication { serde_yaml_ng::from_str(yaml).unwrap() };
+        let strict = pa("mtls: {mode: STRICT}");
+        let disable = pa("mtls: {mode: DISABLE}");
+        let unset = pa("mtls: {mode: UNSET}");
+        let workload = pa(
+            "selector: {matchLabels: {app: reviews}}\nmtls: {mode: STRICT}\nportLevelMtls:\n  9080: {mode: DISABLE}\n  9081: {mode: UNSET}\n",
+        );
+        let r = |namespace, name, created, spec| PolicyRef {
+            namespace,
+            name,
+            created,
+            spec,
+        };
+        let labels: BTreeMap<String, String> = [("app".to_string(), "reviews".to_string())].into();
+        let none = BTreeMap::new();
+        let m = |ps: Vec<PolicyRef>, labels| compose("istio-system", "bookinfo", labels, ps);
+        // Nothing: PERMISSIVE.
+        assert_eq!(m(vec![], &labels).mode, EffectiveMode::Permissive);
+        // Mesh STRICT, namespace UNSET inherits it; namespace DISABLE overrides.
+        assert_eq!(
+            m(
+                vec![
+                    r("istio-system", "default", "", &strict),
+                    r("bookinfo", "ns", "", &unset)
+                ],
+                &labels
+            )
+            .mode,
+            EffectiveMode::Strict
+        );
+        assert_eq!(
+            m(
+                vec![
+                    r("istio-system", "default", "", &strict),
+                    r("bookinfo", "ns", "", &disable)
+                ],
+                &labels
+            )
+            .mode,
+            EffectiveMode::Disable
+        );
+        // Another namespace's policy does not apply.
+        assert_eq!(
+            m(vec![r("other", "ns", "", &disable)], &labels).mode,
+            EffectiveMode::Permissive
+        );
+        // Workload policy over the namespace's, port-level over that; UNSET port inherits.
+        let e = m(
+            vec![
+                r("bookinfo", "ns", "", &disable),
+                r("bookinfo", "w", "", &workload),
+            ],
+            &labels,
+        );
+        assert_eq!(e.mode, EffectiveMode::Strict);
+        assert_eq!(e.for_port(9080), EffectiveMode::Disable);
+        assert_eq!(e.for_port(9081), EffectiveMode::Strict);
+        assert_eq!(e.for_port(1), EffectiveMode::Strict);
+        // A selector that does not match: not applied.
+        assert_eq!(
+            m(vec![r("bookinfo", "w", "", &workload)], &none).mode,
+            EffectiveMode::Permissive
+        );
+        // Two at one level: the oldest wins.
+        let e = m(
+            vec![
+                r("bookinfo", "b", "2026-01-02T00:00:00Z", &strict),
+                r("bookinfo", "a", "2026-01-01T00:00:00Z", &disable),
+            ],
+            &labels,
+        );
+        assert_eq!(e.mode, EffectiveMode::Disable);
+        // A selector policy in the root namespace is ignored (Istio: workload policies
+        // never live there).
+        let root_sel = pa("selector: {matchLabels: {app: reviews}}\nmtls: {mode: DISABLE}\n");
+        assert_eq!(
+            compose(
+                "bookinfo",
+                "bookinfo",
+                &labels,
+                [r("bookinfo", "x", "", &root_sel)]
+            )
+            .mode,
+            EffectiveMode::Permissive
+        );
     }
 }

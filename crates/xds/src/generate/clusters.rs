@@ -25,7 +25,11 @@ use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use isthmus_model::ClusterId;
 use isthmus_registry::{Address as EpAddress, Endpoint, Health, Origin, Service, ServicePort};
 
+use isthmus_model::Protocol;
+use isthmus_model::istio::destination_rule::ClientTlsMode;
+
 use super::index::{DrEntry, InboundPort};
+use super::mtls;
 use super::policy::{self, PortInfo};
 use crate::resources::{self, Resource};
 
@@ -131,10 +135,15 @@ type Variant<'a> = (Option<&'a str>, Option<&'a BTreeMap<String, String>>);
 
 /// The clusters and load assignments of one service, for proxies that see it in
 /// `visible`, with the DestinationRule in effect for them.
+///
+/// `mtls`: the proxy holds a workload certificate (SDS), so mesh mTLS applies: auto
+/// mTLS toward endpoints that run a sidecar when the DestinationRule sets no TLS, and
+/// `ISTIO_MUTUAL` when it says so.
 pub fn service_resources(
     svc: &Service,
     visible: &[ClusterId],
     dr: Option<&DrEntry>,
+    mtls: bool,
 ) -> Vec<(&'static str, Resource)> {
     let mut out = Vec::new();
     let host = svc.hostname.as_str();
@@ -195,6 +204,25 @@ pub fn service_resources(
                 },
                 host,
             );
+            if mtls && discovery != Discovery::OriginalDst {
+                let tls_mode = effective
+                    .as_ref()
+                    .and_then(|p| p.tls.as_ref())
+                    .map(|t| t.mode.unwrap_or_default());
+                let socket = || {
+                    mtls::client_socket(
+                        &mtls::outbound_sni(port.port, subset.unwrap_or_default(), host),
+                        &service_accounts(&cluster_services),
+                        matches!(port.protocol, Protocol::Http2 | Protocol::Grpc),
+                    )
+                };
+                match tls_mode {
+                    // No TLS setting: auto mTLS, per endpoint.
+                    None => cluster.transport_socket_matches = mtls::auto_matches(socket()),
+                    Some(ClientTlsMode::IstioMutual) => cluster.transport_socket = Some(socket()),
+                    Some(_) => {}
+                }
+            }
             out.push((
                 resources::CLUSTER,
                 Resource::new(resources::CLUSTER, &name, &cluster),
@@ -208,6 +236,22 @@ pub fn service_resources(
         }
     }
     out
+}
+
+/// The identities of a service's endpoints, sorted: whom a client's mTLS accepts as
+/// the server (Istio's service accounts of a service).
+fn service_accounts(
+    cluster_services: &[&std::sync::Arc<isthmus_registry::ClusterService>],
+) -> Vec<String> {
+    let mut accounts: Vec<String> = cluster_services
+        .iter()
+        .flat_map(|cs| cs.endpoints.iter())
+        .map(|e| e.identity.to_string())
+        .filter(|i| !i.is_empty())
+        .collect();
+    accounts.sort();
+    accounts.dedup();
+    accounts
 }
 
 /// PassthroughCluster, BlackHoleCluster and, for sidecars, InboundPassthroughCluster.
@@ -297,10 +341,16 @@ fn load_assignment<'a>(
             continue;
         };
         let l = &*e.locality;
+        let runs_sidecar = mtls::runs_sidecar(
+            e.labels
+                .get(&isthmus_model::intern(mtls::TLS_MODE_LABEL))
+                .map(|v| v.as_ref()),
+        );
         by_locality
             .entry((l.region.clone(), l.zone.clone(), l.subzone.clone()))
             .or_default()
             .push(LbEndpoint {
+                metadata: runs_sidecar.then(mtls::endpoint_metadata),
                 host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
                     address: Some(socket_address(&address, target)),
                     ..Default::default()
@@ -309,7 +359,6 @@ fn load_assignment<'a>(
                 load_balancing_weight: Some(UInt32Value {
                     value: e.weight.max(1),
                 }),
-                ..Default::default()
             });
     }
     ClusterLoadAssignment {

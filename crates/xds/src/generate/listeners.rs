@@ -73,6 +73,36 @@ fn http_filters() -> Vec<HttpFilter> {
 /// An HTTP connection manager filter. Gateways use the client's address and strip the
 /// port from Host before matching virtual hosts, as Istio's gateways do.
 pub fn http_connection_manager(stat_prefix: &str, routes: Routes, gateway: bool) -> Filter {
+    hcm_filter(hcm(stat_prefix, routes, gateway))
+}
+
+/// The inbound connection manager of a sidecar: as [`http_connection_manager`], and the
+/// peer's identity (of a mesh mTLS connection) passed to the app in
+/// `x-forwarded-client-cert` (`By`, `Hash`, `Subject`, `URI`, `DNS`), as Istio sets it:
+/// `APPEND_FORWARD` with subject, URI and DNS.
+pub fn inbound_http_connection_manager(stat_prefix: &str, routes: Routes) -> Filter {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
+        ForwardClientCertDetails, SetCurrentClientCertDetails,
+    };
+    let mut h = hcm(stat_prefix, routes, false);
+    h.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
+    h.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+        subject: Some(BoolValue { value: true }),
+        uri: true,
+        dns: true,
+        ..Default::default()
+    });
+    hcm_filter(h)
+}
+
+fn hcm_filter(hcm: HttpConnectionManager) -> Filter {
+    Filter {
+        name: HCM.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+    }
+}
+
+fn hcm(stat_prefix: &str, routes: Routes, gateway: bool) -> HttpConnectionManager {
     let route_specifier = match routes {
         Routes::Rds(name) => RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
@@ -98,10 +128,7 @@ pub fn http_connection_manager(stat_prefix: &str, routes: Routes, gateway: bool)
             envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::StripPortMode::StripAnyHostPort(true),
         );
     }
-    Filter {
-        name: HCM.into(),
-        config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
-    }
+    hcm
 }
 
 /// A TCP proxy to one cluster, or to several by weight.

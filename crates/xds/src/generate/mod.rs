@@ -32,6 +32,7 @@ mod gateway;
 pub mod http_route;
 pub mod index;
 pub mod listeners;
+pub mod mtls;
 pub mod policy;
 mod sidecar;
 mod view;

@@ -7,7 +7,7 @@
 //! `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`
 //! are built as one `HttpProtocolOptions` and packed there at the end, as Istio does.
 //!
-//! Not here yet: `ISTIO_MUTUAL` (mesh mTLS comes with its own issue), `credentialName`
+//! Mesh mTLS (`ISTIO_MUTUAL`, auto mTLS) is `mtls.rs`'s, applied in `clusters.rs`. Not here yet: `credentialName`
 //! (Secrets are not served over SDS yet), locality load balancing (it needs the proxy's
 //! locality and rewrites the load assignment), `tunnel`, `proxyProtocol` and
 //! `retryBudget`.
@@ -632,13 +632,8 @@ fn apply_tls(
 ) {
     let mutual = match tls.mode.unwrap_or_default() {
         ClientTlsMode::Disable => return,
-        ClientTlsMode::IstioMutual => {
-            tracing::debug!(
-                cluster = %cluster.name,
-                "tls mode ISTIO_MUTUAL is not supported yet: the cluster is plaintext"
-            );
-            return;
-        }
+        // Mesh mTLS: super::mtls, for proxies that hold a workload certificate.
+        ClientTlsMode::IstioMutual => return,
         ClientTlsMode::Simple => false,
         ClientTlsMode::Mutual => true,
     };

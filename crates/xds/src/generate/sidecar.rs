@@ -21,6 +21,7 @@ use isthmus_registry::Service;
 use super::context::{Gen, VisibleService, Weighted};
 use super::index::InboundPort;
 use super::listeners::{self, Routes};
+use super::mtls;
 use super::{
     INBOUND_CAPTURE_PORT, INBOUND_PASSTHROUGH, OUTBOUND_CAPTURE_PORT, OutboundPolicy, PASSTHROUGH,
     http_route, inbound_cluster_name, outbound_cluster_name,
@@ -211,18 +212,29 @@ impl Gen<'_> {
     /// `virtualInbound`: 0.0.0.0:15006, one chain per port the workload serves (HTTP
     /// through a connection manager, else TCP) to `inbound|PORT||`; other ports pass
     /// through to the workload.
+    ///
+    /// With mesh mTLS (the proxy holds a workload certificate) each port also has a
+    /// chain for mesh mTLS connections (TLS with Istio's ALPNs, seen by the TLS
+    /// inspector), which terminates them with the workload's certificate and requires
+    /// the peer's; plaintext still reaches the plain chain (Istio's PERMISSIVE, the
+    /// default without a PeerAuthentication).
     pub(super) fn inbound_listener(&self, inbound: &[InboundPort]) -> Listener {
         let mut l = listeners::capture_listener(
             "virtualInbound",
             INBOUND_CAPTURE_PORT,
             TrafficDirection::Inbound,
         );
+        let mtls = self.proxy.sds;
+        if mtls {
+            l.listener_filters.push(listeners::tls_inspector());
+        }
         for p in inbound {
             let cluster = inbound_cluster_name(p.port);
-            let filter = if matches!(
+            let http = matches!(
                 p.protocol,
                 Protocol::Http | Protocol::Http2 | Protocol::Grpc
-            ) {
+            );
+            let filter = if http {
                 let rc = RouteConfiguration {
                     name: cluster.clone(),
                     virtual_hosts: vec![VirtualHost {
@@ -234,14 +246,25 @@ impl Gen<'_> {
                     validate_clusters: Some(BoolValue { value: false }),
                     ..Default::default()
                 };
-                listeners::http_connection_manager(
+                listeners::inbound_http_connection_manager(
                     &format!("inbound_0.0.0.0_{}", p.port),
                     Routes::Inline(Box::new(rc)),
-                    false,
                 )
             } else {
                 listeners::tcp_proxy(&cluster, &[(cluster.clone(), 100)])
             };
+            if mtls {
+                let mut m = listeners::match_port(p.port);
+                m.transport_protocol = "tls".into();
+                m.application_protocols = mtls::SERVER_MATCH_ALPN
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
+                let mut chain =
+                    listeners::chain(&format!("{cluster}mtls"), Some(m), vec![filter.clone()]);
+                chain.transport_socket = Some(mtls::server_socket(http));
+                l.filter_chains.push(chain);
+            }
             l.filter_chains.push(listeners::chain(
                 &cluster,
                 Some(listeners::match_port(p.port)),

@@ -34,7 +34,9 @@ struct CacheEntry {
 struct Cache {
     /// The snapshot version entries were last pruned at.
     version: u64,
-    entries: HashMap<(Hostname, Vec<ClusterId>, Option<ObjectKey>), CacheEntry>,
+    /// By service, the clusters it is seen in, its DestinationRule, and whether the
+    /// proxies have mesh mTLS (SDS).
+    entries: HashMap<(Hostname, Vec<ClusterId>, Option<ObjectKey>, bool), CacheEntry>,
 }
 
 /// What a generated config depends on of the proxy.
@@ -48,6 +50,8 @@ struct ViewKey {
     labels: Option<BTreeMap<String, String>>,
     /// The ports the workload serves (sidecars).
     inbound: Vec<InboundPort>,
+    /// Whether the proxy has mesh mTLS (its agent serves SDS).
+    sds: bool,
 }
 
 /// What a view's config holds of one visible service.
@@ -174,7 +178,7 @@ impl IstioGenerator {
         proxy: &Proxy,
         services: &[(&Arc<Service>, &[ClusterId])],
     ) -> Vec<ServiceOutput> {
-        type Key = (Hostname, Vec<ClusterId>, Option<ObjectKey>);
+        type Key = (Hostname, Vec<ClusterId>, Option<ObjectKey>, bool);
         let mut outputs: Vec<Option<ServiceOutput>> = Vec::with_capacity(services.len());
         let mut misses: Vec<(usize, Key, Option<&Arc<DrEntry>>)> = Vec::new();
         {
@@ -189,6 +193,7 @@ impl IstioGenerator {
                     svc.hostname.clone(),
                     clusters.to_vec(),
                     dr.map(|d| d.key.clone()),
+                    proxy.sds,
                 );
                 let hit = cache.entries.get(&key).filter(|e| {
                     Arc::ptr_eq(&e.service, svc)
@@ -212,8 +217,12 @@ impl IstioGenerator {
                 .into_iter()
                 .map(|(i, key, dr)| {
                     let svc = services[i].0;
-                    let output =
-                        Arc::new(clusters::service_resources(svc, &key.1, dr.map(|d| &**d)));
+                    let output = Arc::new(clusters::service_resources(
+                        svc,
+                        &key.1,
+                        dr.map(|d| &**d),
+                        key.3,
+                    ));
                     outputs[i] = Some(output.clone());
                     let entry = CacheEntry {
                         service: svc.clone(),
@@ -322,7 +331,7 @@ impl IstioGenerator {
         let mut cache = lock(&self.cache);
         if cache.version != snapshot.version {
             cache.version = snapshot.version;
-            cache.entries.retain(|(h, _, _), e| {
+            cache.entries.retain(|(h, _, _, _), e| {
                 snapshot
                     .services
                     .get(h)
@@ -348,6 +357,7 @@ impl Generator for IstioGenerator {
             cluster: proxy.cluster.clone(),
             labels,
             inbound,
+            sds: proxy.sds,
         };
         let previous = lock(&self.views).get(&view).cloned();
         if let Some(state) = &previous
