@@ -1501,7 +1501,7 @@ fn service_entry_and_workload_entry_fields_not_enforced_yet() {
 }
 
 #[test]
-fn sidecar_and_peer_authentication_are_not_enforced_as_whole_kinds() {
+fn sidecar_is_not_enforced_as_a_whole_kind_peer_authentication_is() {
     let env = Env::new();
     let sidecar = obj(
         "Sidecar",
@@ -1524,14 +1524,8 @@ fn sidecar_and_peer_authentication_are_not_enforced_as_whole_kinds() {
         "sidecar.yaml",
         "accepted, not enforced yet: Sidecar (whole kind): Istio applies the Sidecar's egress to the proxies of every workload in its namespace; Isthmus does not read Sidecars: every proxy sees every service exported to it, listens on the ports its services declare and follows the mesh's outboundTrafficPolicy",
     );
-    expect_not_enforced(
-        &a,
-        ("PeerAuthentication", "bookinfo", "default"),
-        "spec",
-        "pa.yaml",
-        "accepted, not enforced yet: PeerAuthentication (whole kind): Istio sets whether the workloads of its namespace (of the mesh, in the root namespace) accept plaintext or only mutual TLS (here mtls.mode STRICT); Isthmus has no mesh mTLS yet: every workload sends and accepts plaintext",
-    );
-    assert_eq!(a.findings.len(), 2, "{}", show(&a));
+    // PeerAuthentication is enforced (mesh mTLS): no finding for it.
+    assert_eq!(a.findings.len(), 1, "{}", show(&a));
 }
 
 #[test]

@@ -247,8 +247,8 @@ fn one_core(budget: Duration) -> Result<String, String> {
         .kx_groups
         .retain(|g| g.name() == rustls::NamedGroup::X25519);
     for (provider, whose) in [
-        (provider.clone(), "the process's rustls provider"),
-        (Arc::new(x25519), "client offers X25519 only"),
+        (provider.clone(), "as configured"),
+        (Arc::new(x25519), "as Istio's Go agent"),
     ] {
         let tls = Handshakes::new(provider, &chain_pem, &key_pem, &ca.root_bundle_pem())?;
         let mut sides = (Vec::new(), Vec::new());
@@ -261,12 +261,12 @@ fn one_core(budget: Duration) -> Result<String, String> {
             Ok(())
         })?;
         out.push_str(&shaken.line(&format!(
-            "TLS 1.3 handshake, {}",
+            "TLS handshake, {} ({whose})",
             group.map_or("?".to_string(), |g| format!("{g:?}"))
         )));
         let _ = writeln!(
             out,
-            "      ({whose}) of which the control plane's side p50 {}, the agent's side p50 {}",
+            "      of which the control plane's side p50 {}, the agent's side p50 {}",
             us(pct(&sides.0, 0.5)),
             us(pct(&sides.1, 0.5))
         );
@@ -563,9 +563,12 @@ async fn agents_at_once(opts: &Options, out: &mut String) -> Result<(), String> 
             )
         })
         .collect();
+    let kx = rustls::crypto::CryptoProvider::get_default()
+        .and_then(|p| p.kx_groups.first())
+        .map_or("?".to_string(), |g| format!("{:?}", g.name()));
     let _ = writeln!(
         out,
-        "  {n} agents at once against `isthmus discovery` (pid {pid}, self-signed root) on {secure}; each: key + CSR, TLS connection, CreateCertificate (no retries)"
+        "  {n} agents at once against `isthmus discovery` (pid {pid}, self-signed root) on {secure}; each: key + CSR, TLS connection (rustls offering {kx} first), CreateCertificate (no retries)"
     );
     let (rss_idle, _) = process_memory(&pid);
     let cpu0 = cpu_seconds(&pid);

@@ -877,7 +877,8 @@ fn sidecars_talk_mutual_tls_with_their_spiffe_identities() {
         .unwrap_or_else(|| panic!("no echo pod: {status}"))
         .to_string();
     let url = format!("http://{echo_ip}:8080/plain");
-    let plain = lab.until("echo from a plain pod", Duration::from_secs(10), || {
+    // What the plain pod gets from echo (stdout), or why it got nothing.
+    let from_plain = || {
         let out = lab.cmd(&[
             "exec",
             "cluster1",
@@ -895,6 +896,49 @@ fn sidecars_talk_mutual_tls_with_their_spiffe_identities() {
         } else {
             Err(format!("{o}{}", String::from_utf8_lossy(&out.stderr)))
         }
-    });
+    };
+    let plain = lab.until("echo from a plain pod", Duration::from_secs(10), from_plain);
     assert!(!plain.contains("x-forwarded-client-cert"), "{plain}");
+
+    // STRICT for the namespace: the plain pod is refused, the sidecar still gets through.
+    let pa = lab.dir.path().join("pa.yaml");
+    std::fs::write(
+        &pa,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: default\nspec:\n  mtls: {mode: STRICT}\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", "cluster1", "-f", pa.to_str().unwrap()]);
+    lab.until(
+        "the plain pod refused under STRICT",
+        Duration::from_secs(10),
+        || match from_plain() {
+            Ok(o) => Err(o),
+            Err(_) => Ok(()),
+        },
+    );
+    let strict = lab.sh("curl -s -m 3 http://echo/strict");
+    assert!(
+        strict.contains("URI=spiffe://cluster.local/ns/default/sa/curl"),
+        "{strict}"
+    );
+
+    // DISABLE for echo: clients switch to plaintext toward it (no identity passed on).
+    std::fs::write(
+        &pa,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: default\nspec:\n  selector:\n    matchLabels: {app: echo}\n  mtls: {mode: DISABLE}\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", "cluster1", "-f", pa.to_str().unwrap()]);
+    lab.until(
+        "echo in plaintext under DISABLE",
+        Duration::from_secs(10),
+        || {
+            let o = lab.sh("curl -s -m 3 http://echo/disabled");
+            if o.contains("service=echo") && !o.contains("x-forwarded-client-cert") {
+                Ok(())
+            } else {
+                Err(o)
+            }
+        },
+    );
 }

@@ -22,7 +22,6 @@ use crate::istio::destination_rule::{
 use crate::istio::gateway::{
     Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProtocolVersion,
 };
-use crate::istio::peer_authentication::{MtlsMode, PeerAuthentication};
 use crate::istio::service_entry::{Location, Resolution, ServiceEntry, ServicePort};
 use crate::istio::sidecar::Sidecar;
 use crate::istio::virtual_service::VirtualService;
@@ -52,7 +51,9 @@ pub fn not_enforced(object: &Object) -> Vec<NotEnforced> {
         Object::ServiceEntry(o) => service_entry(&mut n, &o.spec),
         Object::WorkloadEntry(o) => workload_entry(&mut n, "spec", &o.spec),
         Object::Sidecar(o) => sidecar(&mut n, &o.spec),
-        Object::PeerAuthentication(o) => peer_authentication(&mut n, &o.spec),
+        // Enforced: composed per workload and port for the inbound listener and the
+        // endpoints' mTLS (crates/xds generate/mtls.rs and sidecar.rs).
+        Object::PeerAuthentication(_) => {}
         _ => {}
     }
     n.list
@@ -527,7 +528,7 @@ fn workload_entry(n: &mut Notes, p: &str, we: &WorkloadEntry) {
 }
 
 // ---------------------------------------------------------------------------
-// Sidecar and PeerAuthentication: whole kinds
+// Sidecar: a whole kind
 
 fn sidecar(n: &mut Notes, s: &Sidecar) {
     let parts: Vec<&str> = [
@@ -550,48 +551,6 @@ fn sidecar(n: &mut Notes, s: &Sidecar) {
         &format!(
             "Istio applies the Sidecar's {} to the proxies of {whom}; Isthmus does not read Sidecars: every proxy sees every service exported to it, listens on the ports its services declare and follows the mesh's outboundTrafficPolicy",
             english_list(&parts)
-        ),
-    );
-}
-
-fn mtls_mode_name(mode: MtlsMode) -> &'static str {
-    match mode {
-        MtlsMode::Unset => "UNSET",
-        MtlsMode::Disable => "DISABLE",
-        MtlsMode::Permissive => "PERMISSIVE",
-        MtlsMode::Strict => "STRICT",
-    }
-}
-
-fn peer_authentication(n: &mut Notes, pa: &PeerAuthentication) {
-    let mut modes = Vec::new();
-    if let Some(m) = pa.mtls.as_ref().and_then(|m| m.mode) {
-        modes.push(format!("mtls.mode {}", mtls_mode_name(m)));
-    }
-    for (port, m) in pa.port_level_mtls.iter().flatten() {
-        if let Some(m) = m.mode {
-            modes.push(format!("port {port} {}", mtls_mode_name(m)));
-        }
-    }
-    let whom = if pa
-        .selector
-        .as_ref()
-        .is_some_and(|s| !s.match_labels.is_empty())
-    {
-        "the selected workloads"
-    } else {
-        "the workloads of its namespace (of the mesh, in the root namespace)"
-    };
-    let set = if modes.is_empty() {
-        String::new()
-    } else {
-        format!(" (here {})", modes.join(", "))
-    };
-    n.add(
-        "spec",
-        "(whole kind)",
-        &format!(
-            "Istio sets whether {whom} accept plaintext or only mutual TLS{set}; Isthmus has no mesh mTLS yet: every workload sends and accepts plaintext"
         ),
     );
 }
@@ -762,16 +721,12 @@ mod tests {
             "{}",
             n[0].1
         );
+        // PeerAuthentication is enforced: no note.
         let n = notes(
             "PeerAuthentication",
             "selector:\n  matchLabels: {app: reviews}\nmtls: {mode: STRICT}\nportLevelMtls:\n  9080: {mode: PERMISSIVE}\n",
         );
-        assert_eq!(n.len(), 1);
-        assert!(
-            n[0].1.contains("the selected workloads accept plaintext or only mutual TLS (here mtls.mode STRICT, port 9080 PERMISSIVE)"),
-            "{}",
-            n[0].1
-        );
+        assert!(n.is_empty(), "{n:?}");
     }
 
     #[test]

@@ -136,14 +136,18 @@ type Variant<'a> = (Option<&'a str>, Option<&'a BTreeMap<String, String>>);
 /// The clusters and load assignments of one service, for proxies that see it in
 /// `visible`, with the DestinationRule in effect for them.
 ///
+/// Whether an endpoint takes mesh mTLS on a (target) port: its PeerAuthentication there
+/// is not DISABLE.
+pub type AcceptsMtls<'a> = dyn Fn(&Endpoint, u16) -> bool + 'a;
+
 /// `mtls`: the proxy holds a workload certificate (SDS), so mesh mTLS applies: auto
-/// mTLS toward endpoints that run a sidecar when the DestinationRule sets no TLS, and
-/// `ISTIO_MUTUAL` when it says so.
+/// mTLS toward endpoints that run a sidecar and accept it (Istio marks them `tlsMode:
+/// istio`) when the DestinationRule sets no TLS, and `ISTIO_MUTUAL` when it says so.
 pub fn service_resources(
     svc: &Service,
     visible: &[ClusterId],
     dr: Option<&DrEntry>,
-    mtls: bool,
+    mtls: Option<&AcceptsMtls>,
 ) -> Vec<(&'static str, Resource)> {
     let mut out = Vec::new();
     let host = svc.hostname.as_str();
@@ -176,7 +180,7 @@ pub fn service_resources(
                         })
                     })
                 });
-            let cla = load_assignment(&name, endpoints, &port, discovery != Discovery::Eds);
+            let cla = load_assignment(&name, endpoints, &port, discovery != Discovery::Eds, mtls);
             let mut cluster = match discovery {
                 Discovery::Eds => eds_cluster(&name),
                 Discovery::StrictDns | Discovery::LogicalDns => Cluster {
@@ -204,7 +208,7 @@ pub fn service_resources(
                 },
                 host,
             );
-            if mtls && discovery != Discovery::OriginalDst {
+            if mtls.is_some() && discovery != Discovery::OriginalDst {
                 let tls_mode = effective
                     .as_ref()
                     .and_then(|p| p.tls.as_ref())
@@ -328,6 +332,7 @@ fn load_assignment<'a>(
     endpoints: impl Iterator<Item = &'a Endpoint>,
     port: &ServicePort,
     dns_names: bool,
+    mtls: Option<&AcceptsMtls>,
 ) -> ClusterLoadAssignment {
     let mut by_locality: BTreeMap<(String, String, String), Vec<LbEndpoint>> = BTreeMap::new();
     for e in endpoints {
@@ -345,7 +350,7 @@ fn load_assignment<'a>(
             e.labels
                 .get(&isthmus_model::intern(mtls::TLS_MODE_LABEL))
                 .map(|v| v.as_ref()),
-        );
+        ) && mtls.is_none_or(|accepts| accepts(e, target));
         by_locality
             .entry((l.region.clone(), l.zone.clone(), l.subzone.clone()))
             .or_default()

@@ -6,10 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use isthmus_model::istio::peer_authentication::{EffectiveMtls, PolicyRef, compose};
 use isthmus_model::istio::refs::{
     MESH_GATEWAY, bound_gateways, export_visible, host_subset_of, labels_subset_of,
 };
-use isthmus_model::istio::{DestinationRule, Gateway, IstioConfig, VirtualService, resolve_host};
+use isthmus_model::istio::{
+    DestinationRule, Gateway, IstioConfig, PeerAuthentication, VirtualService, resolve_host,
+};
 use isthmus_model::{ClusterId, Hostname, Object, ObjectKey, Protocol};
 use isthmus_registry::{Address, Service, Snapshot};
 
@@ -214,6 +217,22 @@ pub struct ConfigIndex {
     /// Whether any VirtualService matches on the caller's labels (then proxies with
     /// different labels may get different routes).
     pub uses_source_labels: bool,
+    /// PeerAuthentications, with what composition needs.
+    pub peer_authentications: Arc<[PaEntry]>,
+    /// Whether any PeerAuthentication selects workloads by label (then a sidecar's
+    /// labels decide its inbound listener).
+    pub pa_selects: bool,
+    /// Changes exactly when the PeerAuthentications change (service caches key on it).
+    pub pa_hash: u64,
+}
+
+/// A PeerAuthentication as composition reads it.
+#[derive(Debug)]
+pub struct PaEntry {
+    pub namespace: String,
+    pub name: String,
+    pub created: String,
+    pub spec: Arc<PeerAuthentication>,
 }
 
 fn creation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -246,6 +265,9 @@ impl ConfigIndex {
                     gateways: p.gateways.clone(),
                     inbound: Inbound::default(),
                     uses_source_labels: p.uses_source_labels,
+                    peer_authentications: p.peer_authentications.clone(),
+                    pa_selects: p.pa_selects,
+                    pa_hash: p.pa_hash,
                 }
             }
             previous => {
@@ -259,6 +281,27 @@ impl ConfigIndex {
             None => Inbound::build(snapshot),
         };
         out
+    }
+
+    /// The mutual TLS a workload in `namespace` with `labels` accepts (Istio's
+    /// composition of PeerAuthentications, [`compose`]).
+    pub fn peer_mtls(
+        &self,
+        root_namespace: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> EffectiveMtls {
+        compose(
+            root_namespace,
+            namespace,
+            labels,
+            self.peer_authentications.iter().map(|p| PolicyRef {
+                namespace: &p.namespace,
+                name: &p.name,
+                created: &p.created,
+                spec: &p.spec,
+            }),
+        )
     }
 
     /// The services of the snapshot the index was built from.
@@ -283,6 +326,7 @@ impl ConfigIndex {
             ..Default::default()
         };
         let mut vss = Vec::new();
+        let mut pas = Vec::new();
         for (key, obj) in snapshot.config.iter() {
             match &**obj {
                 Object::VirtualService(c) => {
@@ -323,9 +367,31 @@ impl ConfigIndex {
                     dr: Arc::new((*c).clone()),
                 })),
                 Object::Gateway(c) => out.gateways.push((key.clone(), Arc::new((*c).clone()))),
+                Object::PeerAuthentication(c) => pas.push(PaEntry {
+                    namespace: key.namespace.to_string(),
+                    name: key.name.to_string(),
+                    created: creation(&c.metadata),
+                    spec: Arc::new(c.spec.clone()),
+                }),
                 _ => {}
             }
         }
+        out.pa_selects = pas.iter().any(|p| {
+            p.spec
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty())
+        });
+        out.pa_hash = xxhash_rust::xxh3::xxh3_64(
+            format!(
+                "{:?}",
+                pas.iter()
+                    .map(|p| (&p.namespace, &p.name, &p.created, &p.spec))
+                    .collect::<Vec<_>>()
+            )
+            .as_bytes(),
+        );
+        out.peer_authentications = pas.into();
         vss.sort_by(|a, b| {
             (&a.0, &a.1.key.namespace, &a.1.key.name).cmp(&(
                 &b.0,

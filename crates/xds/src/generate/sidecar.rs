@@ -21,6 +21,8 @@ use isthmus_registry::Service;
 use super::context::{Gen, VisibleService, Weighted};
 use super::index::InboundPort;
 use super::listeners::{self, Routes};
+use isthmus_model::istio::peer_authentication::EffectiveMode;
+
 use super::mtls;
 use super::{
     INBOUND_CAPTURE_PORT, INBOUND_PASSTHROUGH, OUTBOUND_CAPTURE_PORT, OutboundPolicy, PASSTHROUGH,
@@ -213,11 +215,14 @@ impl Gen<'_> {
     /// through a connection manager, else TCP) to `inbound|PORT||`; other ports pass
     /// through to the workload.
     ///
-    /// With mesh mTLS (the proxy holds a workload certificate) each port also has a
-    /// chain for mesh mTLS connections (TLS with Istio's ALPNs, seen by the TLS
-    /// inspector), which terminates them with the workload's certificate and requires
-    /// the peer's; plaintext still reaches the plain chain (Istio's PERMISSIVE, the
-    /// default without a PeerAuthentication).
+    /// With mesh mTLS (the proxy holds a workload certificate) each port takes what its
+    /// PeerAuthentication says (Istio's composition, [`ConfigIndex::peer_mtls`]):
+    /// PERMISSIVE (the default) a chain for mesh mTLS connections (TLS with Istio's
+    /// ALPNs, seen by the TLS inspector) that terminates them with the workload's
+    /// certificate and requires the peer's, beside the plain chain; STRICT only an mTLS
+    /// chain, matching every connection to the port, so plaintext fails its handshake;
+    /// DISABLE only the plain chain. Ports no service declares pass through, over mTLS
+    /// only when the workload's mode is STRICT.
     pub(super) fn inbound_listener(&self, inbound: &[InboundPort]) -> Listener {
         let mut l = listeners::capture_listener(
             "virtualInbound",
@@ -225,6 +230,11 @@ impl Gen<'_> {
             TrafficDirection::Inbound,
         );
         let mtls = self.proxy.sds;
+        let peer = self.index.peer_mtls(
+            &self.g.root_namespace,
+            &self.proxy.namespace,
+            &self.proxy.labels,
+        );
         if mtls {
             l.listener_filters.push(listeners::tls_inspector());
         }
@@ -253,32 +263,45 @@ impl Gen<'_> {
             } else {
                 listeners::tcp_proxy(&cluster, &[(cluster.clone(), 100)])
             };
-            if mtls {
+            let mode = if mtls {
+                peer.for_port(u32::from(p.port))
+            } else {
+                EffectiveMode::Disable
+            };
+            if mode != EffectiveMode::Disable {
                 let mut m = listeners::match_port(p.port);
-                m.transport_protocol = "tls".into();
-                m.application_protocols = mtls::SERVER_MATCH_ALPN
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect();
+                if mode == EffectiveMode::Permissive {
+                    m.transport_protocol = "tls".into();
+                    m.application_protocols = mtls::SERVER_MATCH_ALPN
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect();
+                }
                 let mut chain =
                     listeners::chain(&format!("{cluster}mtls"), Some(m), vec![filter.clone()]);
                 chain.transport_socket = Some(mtls::server_socket(http));
                 l.filter_chains.push(chain);
             }
-            l.filter_chains.push(listeners::chain(
-                &cluster,
-                Some(listeners::match_port(p.port)),
-                vec![filter],
-            ));
+            if mode != EffectiveMode::Strict {
+                l.filter_chains.push(listeners::chain(
+                    &cluster,
+                    Some(listeners::match_port(p.port)),
+                    vec![filter],
+                ));
+            }
         }
-        l.default_filter_chain = Some(listeners::chain(
+        let mut passthrough = listeners::chain(
             INBOUND_PASSTHROUGH,
             None,
             vec![listeners::tcp_proxy(
                 INBOUND_PASSTHROUGH,
                 &[(INBOUND_PASSTHROUGH.to_string(), 100)],
             )],
-        ));
+        );
+        if mtls && peer.mode == EffectiveMode::Strict {
+            passthrough.transport_socket = Some(mtls::server_socket(false));
+        }
+        l.default_filter_chain = Some(passthrough);
         l
     }
 

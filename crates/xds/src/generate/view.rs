@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use isthmus_model::istio::peer_authentication::EffectiveMode;
 use isthmus_model::{ClusterId, Hostname, ObjectKey};
 use isthmus_registry::{Service, Snapshot};
 
@@ -36,8 +37,12 @@ struct Cache {
     version: u64,
     /// By service, the clusters it is seen in, its DestinationRule, and whether the
     /// proxies have mesh mTLS (SDS).
-    entries: HashMap<(Hostname, Vec<ClusterId>, Option<ObjectKey>, bool), CacheEntry>,
+    entries: HashMap<ServiceKey, CacheEntry>,
 }
+
+/// A service's cached output: the service, the clusters it is seen in, its
+/// DestinationRule, and (for proxies with mesh mTLS) the PeerAuthentications' hash.
+type ServiceKey = (Hostname, Vec<ClusterId>, Option<ObjectKey>, Option<u64>);
 
 /// What a generated config depends on of the proxy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -93,6 +98,9 @@ type Shaped = HashMap<ViewKey, (u64, Arc<(Vec<Resource>, Vec<Resource>)>)>;
 pub struct IstioGenerator {
     /// The mesh's domain suffix, for resolving short hosts.
     pub domain_suffix: String,
+    /// Istio's root namespace (the system namespace): its PeerAuthentication without a
+    /// selector is the mesh's.
+    pub root_namespace: String,
     pub outbound_policy: OutboundPolicy,
     cache: Mutex<Cache>,
     index: Mutex<Option<Arc<ConfigIndex>>>,
@@ -115,6 +123,7 @@ impl IstioGenerator {
     pub fn new(domain_suffix: &str) -> Self {
         Self {
             domain_suffix: domain_suffix.to_string(),
+            root_namespace: "istio-system".to_string(),
             outbound_policy: OutboundPolicy::default(),
             cache: Mutex::new(Cache::default()),
             index: Mutex::new(None),
@@ -127,12 +136,12 @@ impl IstioGenerator {
 
     /// A generator for a mesh's settings (domain suffix, outbound traffic policy).
     pub fn for_mesh(mesh: &isthmus_model::MeshConfig) -> Self {
-        Self::new(&mesh.domain_suffix).with_outbound_policy(
-            match mesh.outbound_traffic_policy.mode {
-                isthmus_model::mesh::OutboundMode::AllowAny => OutboundPolicy::AllowAny,
-                isthmus_model::mesh::OutboundMode::RegistryOnly => OutboundPolicy::RegistryOnly,
-            },
-        )
+        let mut g = Self::new(&mesh.domain_suffix);
+        g.root_namespace = mesh.system_namespace.clone();
+        g.with_outbound_policy(match mesh.outbound_traffic_policy.mode {
+            isthmus_model::mesh::OutboundMode::AllowAny => OutboundPolicy::AllowAny,
+            isthmus_model::mesh::OutboundMode::RegistryOnly => OutboundPolicy::RegistryOnly,
+        })
     }
 
     /// How many view configs were generated and how many derived from an earlier one.
@@ -178,7 +187,7 @@ impl IstioGenerator {
         proxy: &Proxy,
         services: &[(&Arc<Service>, &[ClusterId])],
     ) -> Vec<ServiceOutput> {
-        type Key = (Hostname, Vec<ClusterId>, Option<ObjectKey>, bool);
+        type Key = ServiceKey;
         let mut outputs: Vec<Option<ServiceOutput>> = Vec::with_capacity(services.len());
         let mut misses: Vec<(usize, Key, Option<&Arc<DrEntry>>)> = Vec::new();
         {
@@ -193,7 +202,8 @@ impl IstioGenerator {
                     svc.hostname.clone(),
                     clusters.to_vec(),
                     dr.map(|d| d.key.clone()),
-                    proxy.sds,
+                    // Mesh mTLS: which endpoints take it depends on the PeerAuthentications.
+                    proxy.sds.then_some(index.pa_hash),
                 );
                 let hit = cache.entries.get(&key).filter(|e| {
                     Arc::ptr_eq(&e.service, svc)
@@ -217,11 +227,26 @@ impl IstioGenerator {
                 .into_iter()
                 .map(|(i, key, dr)| {
                     let svc = services[i].0;
+                    let accepts = |e: &isthmus_registry::Endpoint, port: u16| {
+                        index.peer_authentications.is_empty() || {
+                            let labels = e
+                                .labels
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect();
+                            index
+                                .peer_mtls(&self.root_namespace, svc.namespace(), &labels)
+                                .for_port(u32::from(port))
+                                != EffectiveMode::Disable
+                        }
+                    };
                     let output = Arc::new(clusters::service_resources(
                         svc,
                         &key.1,
                         dr.map(|d| &**d),
-                        key.3,
+                        key.3
+                            .is_some()
+                            .then_some(&accepts as &clusters::AcceptsMtls),
                     ));
                     outputs[i] = Some(output.clone());
                     let entry = CacheEntry {
@@ -349,7 +374,9 @@ impl Generator for IstioGenerator {
             ProxyKind::Sidecar => index.inbound(&proxy.cluster, proxy.ip),
             ProxyKind::Router => Vec::new(),
         };
-        let labels = (proxy.kind == ProxyKind::Router || index.uses_source_labels)
+        let labels = (proxy.kind == ProxyKind::Router
+            || index.uses_source_labels
+            || (proxy.sds && index.pa_selects))
             .then(|| proxy.labels.clone());
         let view = ViewKey {
             kind: proxy.kind,
