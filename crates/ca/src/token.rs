@@ -37,6 +37,8 @@ pub enum AuthError {
     Malformed(String),
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (its nbf is in the future; check the clocks)")]
+    NotYetValid,
     #[error(
         "the token's audience is not {CA_AUDIENCE:?} (project the token with audience {CA_AUDIENCE})"
     )]
@@ -177,7 +179,10 @@ fn verify_with(
     };
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[CA_AUDIENCE]);
-    validation.set_required_spec_claims(&["exp", "aud"]);
+    // `exp` required; a missing `aud` fails the audience check. (With both required the
+    // error for a token missing both would depend on a hash set's order.)
+    validation.set_required_spec_claims(&["exp"]);
+    validation.validate_nbf = true;
     if let Some(iss) = &issuer.issuer {
         validation.set_issuer(&[iss]);
     }
@@ -192,9 +197,8 @@ fn verify_with(
                 ErrorKind::InvalidSignature
                 | ErrorKind::InvalidAlgorithm
                 | ErrorKind::InvalidKeyFormat => {}
-                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
-                    return Err(AuthError::Expired);
-                }
+                ErrorKind::ExpiredSignature => return Err(AuthError::Expired),
+                ErrorKind::ImmatureSignature => return Err(AuthError::NotYetValid),
                 ErrorKind::InvalidAudience => return Err(AuthError::WrongAudience),
                 ErrorKind::InvalidIssuer => {
                     return Err(AuthError::WrongIssuer {

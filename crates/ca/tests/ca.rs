@@ -460,6 +460,22 @@ fn tokens_are_checked_for_signature_audience_expiry_and_cluster() {
         v.verify(Some("cluster1"), &expired).unwrap_err(),
         AuthError::Expired
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let early = c1.issue_at(
+        "bookinfo",
+        "reviews",
+        "p",
+        CA_AUDIENCE,
+        now + 3600,
+        Duration::from_secs(3600),
+    );
+    assert_eq!(
+        v.verify(Some("cluster1"), &early).unwrap_err(),
+        AuthError::NotYetValid
+    );
     let wrong_aud = c1.issue(
         "bookinfo",
         "reviews",
