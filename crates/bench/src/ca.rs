@@ -419,9 +419,12 @@ async fn start_control_plane(
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = cp.child.try_wait() {
+            // The directory goes when the bench returns: the log's end, here.
+            let log = std::fs::read_to_string(dir.join("discovery.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
             return Err(format!(
-                "the control plane exited ({status}); see {}",
-                dir.join("discovery.log").display()
+                "the control plane exited ({status}); its log ends:\n{}",
+                lines[lines.len().saturating_sub(10)..].join("\n")
             ));
         }
         if cp.debug.port() == 0

@@ -331,6 +331,7 @@ async fn start_control_plane(dir: &Path, opts: &Options) -> Result<ControlPlane,
             "--debug-address",
             "127.0.0.1:0",
         ])
+        .args(["--secure-grpc-address", "off"])
         .arg("--address-file")
         .arg(&address_file)
         .args(&opts.discovery_args)
